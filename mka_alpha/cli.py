@@ -79,12 +79,11 @@ def run_pipeline(cfg: RunConfig, method: str, evaluate=False) -> dict:
     if evaluate: info["results"] = evaluate_model(model, tok, splits, k=cfg.ntrain, limit=cfg.eval_limit, dense=dense, out_dir=out, progress=False)
     return info
 
-def pipeline_main(argv=None) -> dict:
-    "Console entry `mka-pipeline` (the seeds' `pipeline.py` flags)."
+def pipeline_main(argv=None):
+    "Console entry `mka-pipeline` (the seeds' `pipeline.py` flags); prints the alphas it fused."
     a = pipeline_parser().parse_args(argv); method = pipeline_method(a)
     info = run_pipeline(pipeline_config(a), method, evaluate=a.evaluate or a.eval_limit is not None)
     print(json.dumps({k: info.get(k) for k in ("method", "pairs", "learned_alphas", "fused_alphas", "removed_layers")}))
-    return info
 
 # %% ../nbs/10_cli.ipynb #670ca43c
 def evaluate_parser() -> argparse.ArgumentParser:
@@ -109,9 +108,8 @@ def evaluate_config(a) -> tuple:
                     calibration_samples=a.num_calibration_samples)
     return cfg, methods
 
-def evaluate_methods_main(argv=None) -> dict:
-    "Console entry `mka-evaluate` (the seeds' `evaluate_methods.py` flags)."
+def evaluate_methods_main(argv=None):
+    "Console entry `mka-evaluate` (the seeds' `evaluate_methods.py` flags); prints the comparison table."
     a = evaluate_parser().parse_args(argv); cfg, methods = evaluate_config(a)
-    comb = run_experiments(cfg, methods, a.overwrite)
-    if a.ablation: comb["ablation"] = run_ablation(cfg, overwrite=a.overwrite)
-    return comb
+    run_experiments(cfg, methods, a.overwrite)
+    if a.ablation: run_ablation(cfg, overwrite=a.overwrite)

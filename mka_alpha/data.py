@@ -52,7 +52,7 @@ def check_subjects(subjects, known=SUBJECTS) -> list:
     out = []
     for s in ([subjects] if isinstance(subjects, str) else subjects):
         s2 = s.strip().lower().replace(" ", "_")
-        cat = {c.replace(" ", "_"): c for c in _SUBCATS}.get(s2)
+        cat = {c.lower().replace(" ", "_"): c for c in _SUBCATS}.get(s2)
         if cat: out += [k for k in known if SUBJECT_CATEGORIES.get(k) == cat]
         elif s2 in known: out.append(s2)
         else:

@@ -145,6 +145,7 @@ class MLPMergeableLayer(MergeBase):
     def predict_alpha(self, h_l, h_m):
         "`(B,)` alphas for a batch of block outputs, using the current `padding_mask`."
         s = torch.cat([sample_stats(h_l, self.padding_mask), sample_stats(h_m, self.padding_mask)], 1)
+        s = s.float()  # the MLP stays float32 whatever the blocks' dtype
         return torch.sigmoid(self.alpha_net(s.sign() * s.abs().log1p())).squeeze(1)
 
 # %% ../nbs/04_mergeable.ipynb #02d4332e
@@ -226,7 +227,8 @@ def create_mergeable_layer(layer_l, layer_m, alpha_init=0.5, mode="simple", pair
     "A wrapper merging `layer_m` into `layer_l`: `mode` is `'simple'`, `'mlp'` or `'weight'` (kwargs go to its class)."
     cls = dict(simple=MergeableLayer, mlp=MLPMergeableLayer, weight=WeightMergeableLayer).get(mode)
     if cls is None: raise ValueError(f"Unknown merge mode {mode!r}; valid modes: {', '.join(MODES)}.")
-    return cls(layer_l, layer_m, alpha_init=alpha_init, pair=pair, **kwargs)
+    dev = next(layer_l.parameters()).device  # alpha parameters (float32) live beside the blocks
+    return cls(layer_l, layer_m, alpha_init=alpha_init, pair=pair, **kwargs).to(dev)
 
 def is_mergeable(layer) -> bool: return isinstance(layer, MergeBase)
 

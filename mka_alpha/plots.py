@@ -113,13 +113,12 @@ def plot_results(results_dir, out_dir=None) -> list:
     return ps
 
 # %% ../nbs/09_plots.ipynb #2eb16fcd
-def plot_main(argv=None) -> list:
-    "Console entry `mka-plot --results_dir DIR`: the comparison figures of a results folder."
+def plot_main(argv=None):
+    "Console entry `mka-plot --results_dir DIR`: the comparison figures of a results folder (paths printed)."
     p = argparse.ArgumentParser(prog="mka-plot", description=plot_results.__doc__)
     p.add_argument("--results_dir", default="experiments"); p.add_argument("--output_dir", default=None)
-    a = p.parse_args(argv); ps = plot_results(a.results_dir, a.output_dir)
-    for x in ps: print(x)
-    return ps
+    a = p.parse_args(argv)
+    for x in plot_results(a.results_dir, a.output_dir): print(x)
 
 # %% ../nbs/09_plots.ipynb #52224445
 def plot_ablation(rows, path) -> Path:
