@@ -109,7 +109,8 @@ def plot_results(results_dir, out_dir=None) -> list:
           plot_accuracy(comb, o/"gold_logprob.png", "mean_gold_logprob", "mean log p(gold letter)"),
           plot_alpha_hist(comb, o/"alpha_hist.png"), plot_alpha_vs_similarity(comb, o/"alpha_vs_similarity.png"),
           plot_categories(comb, o/"categories.png"), plot_losses(comb, o/"losses.png")]
-    if (d/"similarity_matrix.pkl").exists(): ps.append(plot_similarity(load_similarity_matrix(d/"similarity_matrix.pkl"), o/"similarity_heatmap.png"))
+    if (d/"similarity_matrix.pkl").exists():
+        plot_similarity(load_similarity_matrix(d/"similarity_matrix.pkl"), o/"similarity_heatmap.png"); ps.append(o/"similarity_heatmap.png")
     return ps
 
 # %% ../nbs/09_plots.ipynb #2eb16fcd
