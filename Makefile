@@ -5,7 +5,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-RUN_DIR ?= runs/smoke
+RUN_DIR ?= runs/experiments
 export HF_HUB_OFFLINE ?= 1
 
 .PHONY: setup run test test-fast sync-check clean readme
@@ -22,7 +22,8 @@ $(VENV)/.installed: settings.ini setup.py
 	touch $@
 
 run: setup
-	$(BIN)/mka-eval --model_path smollm2-135m --output_dir $(RUN_DIR) --eval_limit 114 --ntrain 5
+	$(BIN)/mka-evaluate --output_dir $(RUN_DIR) --methods dense mka_similarity fixed_05 fixed_07 learned learned_mlp learned_weight drop shortgpt \
+	  --num_training_steps 20 --num_calibration_samples 64 --eval_limit 114 --similarity_samples 64
 
 test: setup
 	set -o pipefail; $(BIN)/nbdev_test --flags slow --timing --do_print 2>&1 | tee .test.log; \
