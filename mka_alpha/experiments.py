@@ -18,9 +18,9 @@ from .evaluation import evaluate_model, dense_reference, heldout_texts, _atomic_
 
 # %% auto #0
 __all__ = ['FIXED', 'TRAINED', 'METHODS', 'SEED_METHODS', 'ABLATION_STEPS', 'ABLATION_LRS', 'check_methods', 'RunConfig',
-           'shared_dir', 'similarity_assets', 'dense_assets', 'make_plan', 'compress', 'method_template', 'run_method',
-           'combine_results', 'comparison_table', 'prepare_shared', 'run_experiments', 'ablation_configs',
-           'run_ablation']
+           'shared_dir', 'similarity_assets', 'dense_assets', 'make_plan', 'compress', 'method_template',
+           'absolute_paths', 'run_method', 'combine_results', 'comparison_table', 'prepare_shared', 'run_experiments',
+           'ablation_configs', 'run_ablation']
 
 # %% ../nbs/08_experiments.ipynb #0c7cacae
 FIXED = {"fixed_05": 0.5, "fixed_07": 0.7}
@@ -128,10 +128,18 @@ def method_template() -> Path:
     return p
 
 # %% ../nbs/08_experiments.ipynb #cbc60c9b
+def absolute_paths(cfg: RunConfig) -> RunConfig:
+    "`cfg` with its folders made absolute: the method notebook runs with its own folder as working directory."
+    fix = lambda p: str(Path(p).resolve()) if p and Path(p).exists() else p
+    return dataclasses.replace(cfg, output_dir=str(Path(cfg.output_dir).resolve()), shared_dir=str(shared_dir(cfg).resolve()),
+                               similarity_matrix=str(Path(cfg.similarity_matrix).resolve()) if cfg.similarity_matrix else None,
+                               data_dir=fix(cfg.data_dir), model_path=fix(cfg.model_path))
+
+# %% ../nbs/08_experiments.ipynb #e6aecc38
 def run_method(method, cfg: RunConfig, overwrite=False, kernel_name=None) -> dict:
     "Execute the method notebook for `method` into `output_dir/method/run.ipynb`; returns its status record."
     import papermill as pm
-    out = Path(cfg.output_dir)/method; res = out/"results.json"
+    cfg = absolute_paths(cfg); out = Path(cfg.output_dir)/method; res = out/"results.json"
     if res.exists() and not overwrite: return dict(method=method, status="skipped (finished)", results=str(res))
     if res.exists(): res.replace(res.with_name("results.prev.json"))  # overwrite: keep the old result aside
     out.mkdir(parents=True, exist_ok=True); t0 = time.perf_counter()
