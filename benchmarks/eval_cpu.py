@@ -14,6 +14,7 @@ from mka_alpha.evaluation import score_mmlu, summarize, heldout_measures, heldou
 p = argparse.ArgumentParser()
 p.add_argument("--out", default="benchmarks/results/cpu_smollm2_dense"); p.add_argument("--batch_size", type=int, default=16)
 p.add_argument("--threads", type=int, default=None, help="torch threads (1 helps when other jobs share the cores)")
+p.add_argument("--note", default="mmlu_seconds sums the per-subject times", help="free text stored in results.json")
 a = p.parse_args()
 if a.threads: torch.set_num_threads(a.threads)
 out = Path(a.out); out.mkdir(parents=True, exist_ok=True); part = out/"partial.jsonl"
@@ -38,6 +39,6 @@ res = summarize(recs) | dict(k=5, model_path="smollm2-135m", device="cpu", dtype
                              n_params=n_params(model), n_layers=model.config.num_hidden_layers, mmlu_seconds=secs,
                              questions_per_s=len(recs) / secs, tokens=tokens, heldout=ho, heldout_seconds=ho_s,
                              wall_time_s=secs + ho_s, batch_size=a.batch_size,
-                             note="shared 2-core CPU (other jobs ran at the same time); mmlu_seconds sums the per-subject times")
+                             note=a.note)
 save_run(out, res, recs)
 print(json.dumps({k: v for k, v in res.items() if k not in ("subject_accuracy",)}, indent=1))

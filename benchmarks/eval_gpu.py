@@ -58,17 +58,19 @@ def main():
     p.add_argument("--plain_n", type=int, default=300); p.add_argument("--nopre_n", type=int, default=1500)
     p.add_argument("--limit", type=int, default=None, help="cap the fast-path run (default: the full evaluation split)")
     p.add_argument("--smoke", action="store_true", help="tiny shapes, CPU allowed: checks the script, measures nothing")
+    p.add_argument("--all_questions", action="store_true",
+                   help="score every question but each subject's 5 few-shot examples (no calibration / held-out split): 13,730 of MMLU's 14,042")
     a = p.parse_args()
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
     tok = AutoTokenizer.from_pretrained(a.tok)
     if tok.pad_token is None: tok.pad_token = tok.eos_token
-    splits = split_mmlu(load_mmlu(a.data_dir))
+    splits = split_mmlu(load_mmlu(a.data_dir), n_calib=0, n_heldout=0) if a.all_questions else split_mmlu(load_mmlu(a.data_dir))
     ceiling = matmul_ceiling()
     t0 = time.perf_counter(); model, src = build(a.model, a.tok, a.gguf, a.smoke); build_s = time.perf_counter() - t0
     N = n_params(model)
     R = dict(model=a.model, source=src, device=torch.cuda.get_device_name() if DEV == "cuda" else "cpu", torch=torch.__version__,
              transformers=__import__("transformers").__version__, n_params=N, build_s=build_s,
-             matmul_ceiling_tflops=ceiling / 1e12, batch_size=a.batch_size, peak_tflops=PEAK / 1e12)
+             matmul_ceiling_tflops=ceiling / 1e12, batch_size=a.batch_size, peak_tflops=PEAK / 1e12, all_questions=a.all_questions)
     print(json.dumps(R), flush=True)
     score_mmlu(model, tok, splits, batch_size=a.batch_size, subjects=["astronomy"], per_subject=a.batch_size, progress=False)  # warm-up
     score_mmlu(model, tok, splits, plain=True, subjects=["astronomy"], per_subject=3, progress=False)

@@ -96,6 +96,8 @@ def evaluate_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval_batch_size", type=int, default=16); p.add_argument("--similarity_samples", type=int, default=256)
     p.add_argument("--overwrite", action="store_true", help="re-run finished methods")
     p.add_argument("--ablation", action="store_true", help="also run the training steps / learning rate sweep")
+    p.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="run each trained method once per seed (calibration sample, batch order, MLP init); reports mean and spread")
     return p
 
 def evaluate_config(a) -> tuple:
@@ -111,5 +113,5 @@ def evaluate_config(a) -> tuple:
 def evaluate_methods_main(argv=None):
     "Console entry `mka-evaluate` (the seeds' `evaluate_methods.py` flags); prints the comparison table."
     a = evaluate_parser().parse_args(argv); cfg, methods = evaluate_config(a)
-    run_experiments(cfg, methods, a.overwrite)
+    run_experiments(cfg, methods, a.overwrite, seeds=a.seeds)
     if a.ablation: run_ablation(cfg, overwrite=a.overwrite)

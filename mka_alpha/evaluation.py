@@ -6,18 +6,21 @@
 from __future__ import annotations
 import argparse, json, math, os, tempfile, time
 from collections import defaultdict
+from contextlib import contextmanager
 from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 from transformers import DynamicCache
 from .models import load_model, default_device_dtype
+from .stats import accuracy_ci, heldout_ci
 from .data import (LETTERS, SUBJECT_CATEGORIES, MMLUQuestion, check_subjects, format_example, format_subject,
                             load_mmlu, split_mmlu)
 
 # %% auto #0
 __all__ = ['letter_token_ids', 'prefix_text', 'encode_subject', 'score_plain', 'score_batch', 'prefix_kv', 'score_suffixes',
-           'select_questions', 'score_mmlu', 'summarize', 'heldout_texts', 'token_logprobs', 'dense_reference',
-           'heldout_measures', 'save_run', 'n_params', 'evaluate_model', 'eval_parser', 'evaluate_main']
+           'select_questions', 'sdpa_gqa', 'score_mmlu', 'summarize', 'heldout_texts', 'token_logprobs',
+           'dense_reference', 'heldout_measures', 'save_run', 'n_params', 'evaluate_model', 'eval_parser',
+           'evaluate_main']
 
 # %% ../nbs/07_evaluation.ipynb #64ed1df2
 def _tok_name(tokenizer): return getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
@@ -149,12 +152,23 @@ def _score_subject(model, tok, s, fewshot, qs, k, letter_ids, batch_size, plain,
     return out, len(pre), suf
 
 # %% ../nbs/07_evaluation.ipynb #d88ed868
+@contextmanager
+def sdpa_gqa(model):
+    "While scoring a CUDA model that uses SDPA, let SDPA attend grouped key/value heads directly (no copies)."
+    key = "TRANSFORMERS_SDPA_FORCE_GQA"
+    on = (_device(model).type == "cuda" and getattr(model.config, "_attn_implementation", None) == "sdpa" and key not in os.environ)
+    if on: os.environ[key] = "1"
+    try: yield on
+    finally:
+        if on: os.environ.pop(key, None)
+
+# %% ../nbs/07_evaluation.ipynb #966f0f6d
 def score_mmlu(model, tok, splits, k=5, batch_size=16, subjects=None, limit=None, per_subject=None,
                plain=False, prefix_reuse=True, progress=True) -> tuple:
     "`(records, stats)`: letter log-probs of the selected evaluation questions, fast path unless `plain`."
     sel, letter_ids = select_questions(splits, subjects, limit, per_subject), letter_token_ids(tok)
     recs, st, t0 = [], dict(prefix_tokens=0, question_tokens=0, prompt_tokens=0), time.perf_counter()
-    with tqdm(total=sum(map(len, sel.values())), desc="MMLU" + (" (plain)" if plain else ""), disable=not progress) as bar:
+    with sdpa_gqa(model), tqdm(total=sum(map(len, sel.values())), desc="MMLU" + (" (plain)" if plain else ""), disable=not progress) as bar:
         for s, qs in sel.items():
             lp, P, suf = _score_subject(model, tok, s, splits.fewshot[s], qs, k, letter_ids, batch_size, plain, prefix_reuse)
             recs += _records(s, qs, lp); bar.update(len(qs))
@@ -176,7 +190,8 @@ def summarize(records) -> dict:
     for r in records: by_c[SUBJECT_CATEGORIES.get(r["subject"], "other")].append(r["pred"] == r["gold"])
     return dict(n_questions=len(records), average_accuracy=_mean(r["pred"] == r["gold"] for r in records),
                 macro_accuracy=_mean(subj.values()), subject_accuracy=subj, category_accuracy={c: _mean(v) for c, v in sorted(by_c.items())},
-                mean_gold_logprob=_mean(r["logprobs"][LETTERS.index(r["gold"])] for r in records))
+                mean_gold_logprob=_mean(r["logprobs"][LETTERS.index(r["gold"])] for r in records),
+                accuracy_ci=accuracy_ci(records) if len(records) > 1 else None)
 
 # %% ../nbs/07_evaluation.ipynb #a6e3bf44
 def heldout_texts(splits, subjects=None) -> list:
@@ -211,12 +226,19 @@ def heldout_measures(model, tok, texts, reference=None, max_length=512) -> dict:
     "Perplexity on `texts`, and KL(dense || model) when `reference` (from `dense_reference`, or a dense model) is given."
     if reference is not None and not isinstance(reference, dict): reference = dense_reference(reference, tok, texts, max_length=max_length)
     ids = reference["ids"] if reference else [tok(t, truncation=True, max_length=max_length)["input_ids"] for t in texts]
-    nll = kl = n = 0.
+    per = []
     for i, x in enumerate(ids):
         lp = token_logprobs(model, x).cpu()
-        nll -= lp.gather(1, torch.tensor(x[1:])[:, None]).sum().item(); n += len(x) - 1
-        if reference: r = reference["logprobs"][i].float(); kl += (r.exp() * (r - lp)).sum().item()
-    return dict(perplexity=math.exp(nll / n), nll=nll / n, kl_to_dense=kl / n if reference else None, n_tokens=int(n), n_texts=len(ids))
+        t = dict(nll=-lp.gather(1, torch.tensor(x[1:])[:, None]).sum().item(), n_tokens=len(x) - 1)
+        if reference: r = reference["logprobs"][i].float(); t["kl"] = (r.exp() * (r - lp)).sum().item()
+        per.append(t)
+    n, nll = sum(t["n_tokens"] for t in per), sum(t["nll"] for t in per)
+    out = dict(perplexity=math.exp(nll / n), nll=nll / n, kl_to_dense=sum(t["kl"] for t in per) / n if reference else None,
+               n_tokens=int(n), n_texts=len(ids), per_text=per)
+    if len(per) > 1:
+        out["perplexity_ci"] = [math.exp(v) for v in heldout_ci(out, "nll")]
+        if reference: out["kl_to_dense_ci"] = heldout_ci(out, "kl")
+    return out
 
 # %% ../nbs/07_evaluation.ipynb #6d0272da
 def _atomic_write(path, text):

@@ -15,12 +15,14 @@ from .plans import MergePlan, mka_backward, similar_pairs, shortgpt, remove_laye
 from .training import DEFAULT_LR, DEFAULT_STEPS, replace_layers_with_mergeable, train_alpha_parameters
 from .fusion import fuse_plan, drop_layers, fuse_mergeable_layers, collect_mlp_alphas, save_fused, count_params
 from .evaluation import evaluate_model, dense_reference, heldout_texts, _atomic_write
+from .stats import accuracy_ci, compare_records, compare_heldout, seed_spread, fmt_ci, fmt_diff
 
 # %% auto #0
-__all__ = ['FIXED', 'TRAINED', 'METHODS', 'SEED_METHODS', 'ABLATION_STEPS', 'ABLATION_LRS', 'check_methods', 'RunConfig',
-           'shared_dir', 'similarity_assets', 'dense_assets', 'make_plan', 'compress', 'method_template',
-           'absolute_paths', 'run_method', 'combine_results', 'comparison_table', 'prepare_shared', 'run_experiments',
-           'ablation_configs', 'run_ablation']
+__all__ = ['FIXED', 'TRAINED', 'METHODS', 'SEED_METHODS', 'BASELINES', 'ABLATION_STEPS', 'ABLATION_LRS', 'check_methods',
+           'RunConfig', 'shared_dir', 'similarity_assets', 'dense_assets', 'make_plan', 'compress', 'method_template',
+           'absolute_paths', 'run_name', 'run_method', 'run_records', 'combine_results', 'paired_comparisons',
+           'seed_summary', 'comparison_table', 'comparisons_table', 'seeds_table', 'prepare_shared', 'run_experiments',
+           'report', 'ablation_configs', 'run_ablation']
 
 # %% ../nbs/08_experiments.ipynb #0c7cacae
 FIXED = {"fixed_05": 0.5, "fixed_07": 0.7}
@@ -97,6 +99,7 @@ def make_plan(cfg: RunConfig, S, num_layers) -> MergePlan:
 # %% ../nbs/08_experiments.ipynb #372a321e
 def _train(method, model, tok, plan, S, splits, cfg):
     "Wrap, train and fuse one of the trained methods; returns `(info, history)`."
+    torch.manual_seed(cfg.seed)  # the MLP's initial weights follow the seed too
     replace_layers_with_mergeable(model, plan.steps, TRAINED[method], cfg.alpha_init_strategy, similarity=S)
     dl = prepare_calibration_dataloader(tok, splits.flat("calibration"), cfg.calibration_samples,
                                         cfg.calibration_batch_size, cfg.max_length, cfg.seed)
@@ -136,51 +139,118 @@ def absolute_paths(cfg: RunConfig) -> RunConfig:
                                data_dir=fix(cfg.data_dir), model_path=fix(cfg.model_path))
 
 # %% ../nbs/08_experiments.ipynb #e6aecc38
-def run_method(method, cfg: RunConfig, overwrite=False, kernel_name=None) -> dict:
-    "Execute the method notebook for `method` into `output_dir/method/run.ipynb`; returns its status record."
+def run_name(method, seed=None, base_seed=0) -> str:
+    "A run's folder name: the method, plus `_seed<k>` when run with a seed other than the config's."
+    return method if seed is None or seed == base_seed else f"{method}_seed{seed}"
+
+def run_method(method, cfg: RunConfig, overwrite=False, kernel_name=None, name=None) -> dict:
+    "Execute the method notebook for `method` into `output_dir/<name or method>/run.ipynb`; returns its status record."
     import papermill as pm
-    cfg = absolute_paths(cfg); out = Path(cfg.output_dir)/method; res = out/"results.json"
-    if res.exists() and not overwrite: return dict(method=method, status="skipped (finished)", results=str(res))
+    name = name or method; cfg = absolute_paths(cfg); out = Path(cfg.output_dir)/name; res = out/"results.json"
+    st = dict(run=name, method=method, seed=cfg.seed)
+    if res.exists() and not overwrite: return st | dict(status="skipped (finished)", results=str(res))
     if res.exists(): res.replace(res.with_name("results.prev.json"))  # overwrite: keep the old result aside
     out.mkdir(parents=True, exist_ok=True); t0 = time.perf_counter()
-    params = dict(method=method, config=json.dumps(asdict(cfg)))
+    params = dict(method=method, config=json.dumps(asdict(cfg)), name=name)
     try:
         pm.execute_notebook(str(method_template()), str(out/"run.ipynb"), parameters=params, cwd=str(out),
                             kernel_name=kernel_name or "python3", progress_bar=False)
-        return dict(method=method, status="done", seconds=time.perf_counter() - t0, results=str(res))
+        return st | dict(status="done", seconds=time.perf_counter() - t0, results=str(res))
     except Exception as e:
         msg = str(e).strip().splitlines()
-        return dict(method=method, status="failed", seconds=time.perf_counter() - t0, notebook=str(out/"run.ipynb"),
-                    error=(msg[-1] if msg else type(e).__name__)[:500])
+        return st | dict(status="failed", seconds=time.perf_counter() - t0, notebook=str(out/"run.ipynb"),
+                         error=(msg[-1] if msg else type(e).__name__)[:500])
 
 # %% ../nbs/08_experiments.ipynb #2ca267f7
 _KEYS = ("average_accuracy", "macro_accuracy", "mean_gold_logprob", "n_params", "n_layers", "fraction_removed")
+BASELINES = ("dense", "drop", "mka_similarity")
 
-def combine_results(output_dir, statuses) -> dict:
-    "Combine every method's `results.json` with its run status into one record (the headline measures per method)."
-    out = {}
-    for st in statuses:
-        p = Path(output_dir)/st["method"]/"results.json"
-        r = json.loads(p.read_text()) if p.exists() and st["status"] != "failed" else {}
-        h = r.get("heldout") or {}
-        out[st["method"]] = dict(status=st["status"], **{k: r.get(k) for k in _KEYS}, kl_to_dense=h.get("kl_to_dense"),
-                                 perplexity=h.get("perplexity"), **({"error": st["error"]} if "error" in st else {}))
-    return out
+def run_records(run_dir) -> list:
+    "The per-question records of a run folder (`predictions.jsonl`, or `predictions.jsonl.gz` as archived)."
+    import gzip
+    d = Path(run_dir)
+    for f, op in ((d/"predictions.jsonl", open), (d/"predictions.jsonl.gz", gzip.open)):
+        if f.exists():
+            with op(f, "rt") as fh: return [json.loads(l) for l in fh if l.strip()]
+    raise FileNotFoundError(f"No predictions.jsonl in {d}: the run did not finish its evaluation.")
+
+def _alphas(r):
+    c = r.get("compression") or {}
+    a = c.get("fused_alphas") or c.get("learned_alphas")
+    return [float(np.mean(list(x.values()))) if isinstance(x, dict) else float(x) for x in a] if a else None
 
 # %% ../nbs/08_experiments.ipynb #b1c06a61
+def combine_results(output_dir, statuses) -> dict:
+    "Combine every run's `results.json` with its status into one record per run: headline measures with 95% intervals."
+    out = {}
+    for st in statuses:
+        name = st.get("run", st["method"]); p = Path(output_dir)/name/"results.json"
+        r = json.loads(p.read_text()) if p.exists() and st["status"] != "failed" else {}
+        h = r.get("heldout") or {}
+        ci = r.get("accuracy_ci")
+        if r and ci is None: ci = accuracy_ci(run_records(p.parent))  # results written before intervals existed
+        out[name] = dict(status=st["status"], method=st["method"], seed=st.get("seed", r.get("seed")), **{k: r.get(k) for k in _KEYS},
+                         average_accuracy_ci=ci, kl_to_dense=h.get("kl_to_dense"), kl_to_dense_ci=h.get("kl_to_dense_ci"),
+                         perplexity=h.get("perplexity"), perplexity_ci=h.get("perplexity_ci"), alphas=_alphas(r),
+                         **({"error": st["error"]} if "error" in st else {}))
+    return out
+
+# %% ../nbs/08_experiments.ipynb #0634ad48
+def paired_comparisons(output_dir, combined, baselines=BASELINES, **kw) -> dict:
+    "`{run: {baseline: comparison}}`: accuracy (paired bootstrap + McNemar), gold log-prob and KL-to-dense differences, run minus baseline."
+    ok = [m for m, r in combined.items() if r.get("status") != "failed" and r.get("average_accuracy") is not None]
+    recs = {m: run_records(Path(output_dir)/m) for m in ok}
+    held = {m: json.loads((Path(output_dir)/m/"results.json").read_text()).get("heldout") or {} for m in ok}
+    out = {}
+    for m in ok:
+        for b in (b for b in baselines if b in recs and b != m):
+            c = compare_records(recs[m], recs[b], **kw)
+            if held[m].get("per_text") and held[b].get("per_text") and held[b].get("kl_to_dense") is not None:
+                c |= compare_heldout(held[m], held[b], "kl", **kw)
+            out.setdefault(m, {})[b] = c
+    return out
+
+# %% ../nbs/08_experiments.ipynb #383efcf6
+def seed_summary(combined) -> dict:
+    "For each method run with more than one seed: mean, std and range of its measures and alphas over the seeds."
+    by = {}
+    for name, r in combined.items():
+        if r.get("status") != "failed" and r.get("average_accuracy") is not None: by.setdefault(r.get("method") or name, []).append(r)
+    return {m: seed_spread(rs) for m, rs in by.items() if len(rs) > 1}
+
+# %% ../nbs/08_experiments.ipynb #58476cde
 def _fmt(v, pct=False):
     if v is None or (isinstance(v, float) and math.isnan(v)): return "-"
     return f"{100*v:.2f}" if pct else (f"{v:.4f}" if isinstance(v, float) else str(v))
 
+def _table(header, rows) -> str:
+    w = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    line = lambda xs: "  ".join(x.ljust(n) for x, n in zip(xs, w)).rstrip()
+    return "\n".join([line(header), line(["-"*n for n in w])] + [line(r) for r in rows])
+
 def comparison_table(combined) -> str:
-    "A plain-text table of the combined results, one row per method."
-    cols = [("method", None), ("acc %", "average_accuracy"), ("macro %", "macro_accuracy"), ("gold logp", "mean_gold_logprob"),
-            ("KL dense", "kl_to_dense"), ("ppl", "perplexity"), ("layers", "n_layers"), ("removed %", "fraction_removed"), ("status", "status")]
-    rows = [[m] + [_fmt(r.get(k), pct=k in ("average_accuracy", "macro_accuracy", "fraction_removed")) for _, k in cols[1:]]
+    "A plain-text table of the combined results, one row per run, with 95% intervals."
+    pct = lambda r, k: fmt_ci(r.get(k), r.get(k + "_ci"), 100) if r.get(k + "_ci") else _fmt(r.get(k), pct=True)
+    est = lambda r, k, d=4: fmt_ci(r.get(k), r.get(k + "_ci"), 1, d) if r.get(k + "_ci") else _fmt(r.get(k))
+    rows = [[m, pct(r, "average_accuracy"), _fmt(r.get("macro_accuracy"), True), _fmt(r.get("mean_gold_logprob")), est(r, "kl_to_dense"),
+             est(r, "perplexity", 1), _fmt(r.get("n_layers")), _fmt(r.get("fraction_removed"), True), r.get("status", "-")]
             for m, r in combined.items()]
-    w = [max(len(c[0]), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
-    line = lambda xs: "  ".join(x.ljust(n) for x, n in zip(xs, w))
-    return "\n".join([line([c[0] for c in cols]), line(["-"*n for n in w])] + [line(r) for r in rows])
+    return _table(["method", "acc % [95% CI]", "macro %", "gold logp", "KL dense [95% CI]", "ppl [95% CI]", "layers", "removed %", "status"], rows)
+
+def comparisons_table(comparisons) -> str:
+    "Paired differences (run minus baseline) with 95% intervals; 'within noise' where the interval covers zero."
+    rows = [[m, b, fmt_diff(c["accuracy_diff"], c["accuracy_diff_ci"], c["mcnemar"]["pvalue"]),
+             fmt_diff(c["gold_logprob_diff"], c["gold_logprob_diff_ci"], scale=1, digits=3),
+             fmt_diff(c.get("kl_diff"), c.get("kl_diff_ci"), scale=1, digits=3)]
+            for m, bs in comparisons.items() for b, c in bs.items()]
+    return _table(["run", "vs", "d acc (points) [95% CI] McNemar p", "d gold logp [95% CI]", "d KL dense [95% CI]"], rows)
+
+def seeds_table(seeds) -> str:
+    "Mean ± std (n seeds) of each measure of the methods run with several seeds."
+    f = lambda d, sc=1, dg=4: f"{sc*d['mean']:.{dg}f} ± {sc*d['std']:.{dg}f}" if d.get("n") else "-"
+    rows = [[m, str(s["average_accuracy"]["n"]), f(s["average_accuracy"], 100, 2), f(s["kl_to_dense"]), f(s["mean_gold_logprob"]),
+             " ".join(f"{a['mean']:.2f}±{a['std']:.2f}" for a in s.get("alphas", []))] for m, s in seeds.items()]
+    return _table(["method", "seeds", "acc %", "KL dense", "gold logp", "alphas (mean±std per pair)"], rows)
 
 # %% ../nbs/08_experiments.ipynb #ca918083
 def prepare_shared(cfg: RunConfig) -> dict:
@@ -191,18 +261,29 @@ def prepare_shared(cfg: RunConfig) -> dict:
     return dict(num_layers=len(get_layers(model)), plan=make_plan(cfg, S, len(get_layers(model))).to_dict())
 
 # %% ../nbs/08_experiments.ipynb #c987e000
-def run_experiments(cfg: RunConfig, methods=SEED_METHODS, overwrite=False, verbose=True) -> dict:
-    "Run every method of `methods` (papermill), combine into `output_dir/results.json`, print the comparison table."
+def run_experiments(cfg: RunConfig, methods=SEED_METHODS, overwrite=False, verbose=True, seeds=None) -> dict:
+    """Run every method of `methods` (papermill; the trained ones once per seed of `seeds`), combine into
+    `output_dir/results.json` with intervals, paired comparisons and the spread over seeds, and print the tables."""
     methods = check_methods(methods); out = Path(cfg.output_dir); out.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out/"config.json", json.dumps(asdict(cfg), indent=2))
+    _atomic_write(out/"config.json", json.dumps(asdict(cfg) | dict(seeds=seeds), indent=2))
     shared = prepare_shared(cfg); statuses = []
     for m in methods:
-        statuses.append(run_method(m, cfg, overwrite))
-        if verbose: print(f"{m}: {statuses[-1]['status']}" + (f" ({statuses[-1]['error']})" if "error" in statuses[-1] else ""))
+        for sd in (list(dict.fromkeys(seeds)) if seeds and m in TRAINED else [cfg.seed]):
+            statuses.append(run_method(m, dataclasses.replace(cfg, seed=sd), overwrite, name=run_name(m, sd, cfg.seed)))
+            st = statuses[-1]
+            if verbose: print(f"{st['run']}: {st['status']}" + (f" ({st['error']})" if "error" in st else ""), flush=True)
     combined = dict(config=asdict(cfg), plan=shared["plan"], runs=statuses, methods=combine_results(out, statuses))
+    combined["comparisons"], combined["seeds"] = paired_comparisons(out, combined["methods"]), seed_summary(combined["methods"])
     _atomic_write(out/"results.json", json.dumps(combined, indent=2))
-    if verbose: print(comparison_table(combined["methods"]))
+    if verbose: print(report(combined))
     return combined
+
+def report(combined) -> str:
+    "The printed summary of a comparison: the results table, the paired comparisons, the spread over seeds."
+    parts = [comparison_table(combined["methods"])]
+    if combined.get("comparisons"): parts.append("Paired differences, run minus baseline:\n" + comparisons_table(combined["comparisons"]))
+    if combined.get("seeds"): parts.append("Spread over seeds:\n" + seeds_table(combined["seeds"]))
+    return "\n\n".join(parts)
 
 # %% ../nbs/08_experiments.ipynb #80c47f46
 ABLATION_STEPS, ABLATION_LRS = (100, 200, 500, 1000), (1e-5, 5e-5, 1e-4, 5e-4, DEFAULT_LR)

@@ -11,8 +11,8 @@ import matplotlib
 import matplotlib.pyplot as plt
 
 # %% auto #0
-__all__ = ['plot_training', 'load_results', 'plot_accuracy', 'learned_alphas', 'plot_alpha_hist', 'plot_alpha_vs_similarity',
-           'plot_categories', 'plot_losses', 'plot_results', 'plot_main', 'plot_ablation']
+__all__ = ['plot_training', 'load_results', 'bar_errors', 'plot_accuracy', 'learned_alphas', 'plot_alpha_hist',
+           'plot_alpha_vs_similarity', 'plot_categories', 'plot_losses', 'plot_results', 'plot_main', 'plot_ablation']
 
 # %% ../nbs/09_plots.ipynb #93524905
 def _save(fig, path) -> Path:
@@ -43,11 +43,19 @@ def load_results(results_dir) -> dict:
     return comb
 
 # %% ../nbs/09_plots.ipynb #9a6a422a
+def bar_errors(rows, key) -> np.ndarray:
+    "`(2, n)` lower and upper error-bar lengths from each row's 95% interval `<key>_ci` (zero where a row has none)."
+    v = np.array([r[key] for r in rows], dtype=float)
+    ci = np.array([r.get(key + "_ci") or [x, x] for r, x in zip(rows, v)], dtype=float).reshape(-1, 2)
+    return np.abs(ci.T - v)
+
+# %% ../nbs/09_plots.ipynb #bcda3402
 def plot_accuracy(comb, path, key="average_accuracy", label="MMLU accuracy") -> Path:
-    "Bars per method; the dense and drop baselines drawn as lines across."
+    "Bars per method with their 95% intervals (`<key>_ci`) as error bars; the dense and drop baselines drawn as lines across."
     ms = {m: r for m, r in comb["methods"].items() if r.get(key) is not None}
     fig, ax = plt.subplots(figsize=(max(5, 0.9*len(ms)), 3.5))
-    ax.bar(list(ms), [r[key] for r in ms.values()], color=["0.6" if m in ("dense", "drop", "shortgpt") else "C0" for m in ms])
+    ax.bar(list(ms), [r[key] for r in ms.values()], yerr=bar_errors(list(ms.values()), key) if ms else None, capsize=3,
+           color=["0.6" if m in ("dense", "drop", "shortgpt") else "C0" for m in ms])
     for base, style in (("dense", "--"), ("drop", ":")):
         if base in ms: ax.axhline(ms[base][key], ls=style, c="k", lw=1, label=base)
     ax.set(ylabel=label); ax.tick_params(axis="x", rotation=30)
