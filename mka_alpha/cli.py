@@ -13,7 +13,7 @@ from .training import DEFAULT_LR, DEFAULT_STEPS, ALPHA_INIT_STRATEGIES
 from .fusion import save_fused
 from .evaluation import evaluate_model, _atomic_write
 from .experiments import (RunConfig, METHODS, SEED_METHODS, check_methods, similarity_assets, dense_assets,
-                                   make_plan, compress, run_experiments, run_ablation, TRAINED)
+                                   make_plan, compress, run_experiments, run_ablation, report_folder, TRAINED)
 from .plots import plot_training
 
 # %% auto #0
@@ -96,6 +96,7 @@ def evaluate_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval_batch_size", type=int, default=16); p.add_argument("--similarity_samples", type=int, default=256)
     p.add_argument("--overwrite", action="store_true", help="re-run finished methods")
     p.add_argument("--ablation", action="store_true", help="also run the training steps / learning rate sweep")
+    p.add_argument("--report_only", action="store_true", help="run nothing: re-combine the finished runs in --output_dir and print the tables")
     p.add_argument("--seeds", type=int, nargs="+", default=None,
                    help="run each trained method once per seed (calibration sample, batch order, MLP init); reports mean and spread")
     return p
@@ -112,6 +113,8 @@ def evaluate_config(a) -> tuple:
 
 def evaluate_methods_main(argv=None):
     "Console entry `mka-evaluate` (the seeds' `evaluate_methods.py` flags); prints the comparison table."
-    a = evaluate_parser().parse_args(argv); cfg, methods = evaluate_config(a)
+    a = evaluate_parser().parse_args(argv)
+    if a.report_only: report_folder(a.output_dir); return
+    cfg, methods = evaluate_config(a)
     run_experiments(cfg, methods, a.overwrite, seeds=a.seeds)
     if a.ablation: run_ablation(cfg, overwrite=a.overwrite)

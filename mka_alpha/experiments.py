@@ -22,7 +22,7 @@ __all__ = ['FIXED', 'TRAINED', 'METHODS', 'SEED_METHODS', 'BASELINES', 'ABLATION
            'RunConfig', 'shared_dir', 'similarity_assets', 'dense_assets', 'make_plan', 'compress', 'method_template',
            'absolute_paths', 'run_name', 'run_method', 'run_records', 'combine_results', 'paired_comparisons',
            'seed_summary', 'comparison_table', 'comparisons_table', 'seeds_table', 'prepare_shared', 'run_experiments',
-           'report', 'ablation_configs', 'run_ablation']
+           'report', 'report_folder', 'ablation_configs', 'run_ablation']
 
 # %% ../nbs/08_experiments.ipynb #0c7cacae
 FIXED = {"fixed_05": 0.5, "fixed_07": 0.7}
@@ -284,6 +284,27 @@ def report(combined) -> str:
     if combined.get("comparisons"): parts.append("Paired differences, run minus baseline:\n" + comparisons_table(combined["comparisons"]))
     if combined.get("seeds"): parts.append("Spread over seeds:\n" + seeds_table(combined["seeds"]))
     return "\n\n".join(parts)
+
+# %% ../nbs/08_experiments.ipynb #59271a02
+def report_folder(output_dir, write=True, verbose=True) -> dict:
+    "Re-combine the finished runs in `output_dir` (intervals, paired comparisons, seeds) without running anything."
+    out = Path(output_dir); f = out/"results.json"
+    prev = json.loads(f.read_text()) if f.exists() else {}
+    runs = []
+    for d in out.iterdir():
+        if d.is_dir() and (d/"results.json").exists():
+            r = json.loads((d/"results.json").read_text())
+            if r.get("method") in METHODS: runs.append(dict(run=d.name, method=r["method"], seed=r.get("seed"), status="done"))
+    if not runs: raise FileNotFoundError(f"No finished method run in {out}: run `mka-evaluate --output_dir {out}` first.")
+    runs.sort(key=lambda st: (METHODS.index(st["method"]), st["seed"] or 0, st["run"]))
+    first = json.loads((out/runs[0]["run"]/"results.json").read_text())
+    config = prev.get("config") or (json.loads((out/"config.json").read_text()) if (out/"config.json").exists() else None)
+    combined = dict(config=config, plan=prev.get("plan") or (first.get("compression") or {}).get("plan"), runs=runs,
+                    methods=combine_results(out, runs))
+    combined["comparisons"], combined["seeds"] = paired_comparisons(out, combined["methods"]), seed_summary(combined["methods"])
+    if write: _atomic_write(f, json.dumps(combined, indent=2))
+    if verbose: print(report(combined))
+    return combined
 
 # %% ../nbs/08_experiments.ipynb #80c47f46
 ABLATION_STEPS, ABLATION_LRS = (100, 200, 500, 1000), (1e-5, 5e-5, 1e-4, 5e-4, DEFAULT_LR)
