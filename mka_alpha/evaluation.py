@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 from transformers import DynamicCache
 from .models import load_model, default_device_dtype
 from .stats import accuracy_ci, heldout_ci
+from .similarity import _atomic_write as _write_atomically
 from .data import (LETTERS, SUBJECT_CATEGORIES, MMLUQuestion, check_subjects, format_example, format_subject,
                             load_mmlu, split_mmlu)
 
@@ -241,11 +242,9 @@ def heldout_measures(model, tok, texts, reference=None, max_length=512) -> dict:
     return out
 
 # %% ../nbs/07_evaluation.ipynb #6d0272da
-def _atomic_write(path, text):
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, t = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
-    with os.fdopen(fd, "w") as f: f.write(text)
-    os.chmod(t, 0o644); os.replace(t, path)
+def _atomic_write(path, text) -> Path:
+    "Write `text` to `path` through a temporary file moved into place (`mka_alpha.similarity._atomic_write`)."
+    return _write_atomically(path, lambda f: f.write(text.encode()))
 
 # %% ../nbs/07_evaluation.ipynb #eba1749b
 def save_run(out_dir, results, records) -> Path:

@@ -202,7 +202,7 @@ def _atomic_write(path, write) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f: write(f); f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.chmod(tmp, 0o644); os.replace(tmp, path)  # mkstemp makes 0600 files: give the usual permissions
     except BaseException:
         if os.path.exists(tmp): os.remove(tmp)
         raise
