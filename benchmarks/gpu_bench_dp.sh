@@ -21,16 +21,7 @@ PY=${PYTHON:-python3}; TOK=${TOK:-.gpu/common/smol_tok}; TMO=${STEP_TIMEOUT:-900
 SMOKE_FLAG=(); [ -n "${SMOKE:-}" ] && SMOKE_FLAG=(--smoke)
 NGPU=$($PY -c "import torch; print(torch.cuda.device_count())" 2>/dev/null || echo 0)
 NPROC=${NPROC:-$(( NGPU >= 2 ? NGPU : 2 ))}
-NAMES=(); RCS=(); SECS=(); T0=$SECONDS
-
-run() {  # run NAME COMMAND...: log to $out/NAME.log, keep going on failure
-  local name=$1; shift; local t=$SECONDS
-  echo "=== [$name] $* (log: $out/$name.log)"
-  timeout "$TMO" "$@" > "$out/$name.log" 2>&1; local rc=$?
-  NAMES+=("$name"); RCS+=("$rc"); SECS+=("$((SECONDS - t))")
-  if [ "$rc" -ne 0 ]; then echo "!!! [$name] failed with rc $rc$( [ "$rc" -eq 124 ] && echo " (timeout ${TMO}s)" ); last lines of its log:"; tail -n 30 "$out/$name.log"; fi
-  sed -n '/^== SUMMARY/,$p' "$out/$name.log"; echo
-}
+. "$(dirname "$0")/bench_steps.sh"
 
 { echo "date $(date -u +%FT%TZ), host $(hostname), $NGPU GPU(s), $NPROC processes for the parallel run"; nvidia-smi -L 2>/dev/null || echo "no nvidia-smi";
   nvidia-smi topo -m 2>/dev/null || true
@@ -43,6 +34,4 @@ run "dp$NPROC" $PY -m torch.distributed.run --standalone --nproc_per_node "$NPRO
 run dp_summary $PY benchmarks/dp_summary.py "$out/dp1" "$out/dp$NPROC" --out "$out/dp_summary.json"
 run sharded    $PY benchmarks/sharded_load.py --tok "$TOK" --out "$out/sharded" ${SMOKE_FLAG[@]+"${SMOKE_FLAG[@]}"}
 
-echo "================ FINAL SUMMARY gpu_bench_dp ($out, $((SECONDS - T0)) s total)"
-for i in "${!NAMES[@]}"; do printf '%-14s %-6s %5d s   %s\n' "${NAMES[$i]}" "$([ "${RCS[$i]}" -eq 0 ] && echo ok || echo "FAIL(${RCS[$i]})")" "${SECS[$i]}" "$out/${NAMES[$i]}.log"; done
-for n in "${NAMES[@]}"; do echo "--- $n"; sed -n '/^== SUMMARY/,$p' "$out/$n.log" | grep -v '^== SUMMARY' | grep -v '^wrote '; done
+final_summary gpu_bench_dp
