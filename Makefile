@@ -23,7 +23,7 @@ $(VENV)/.installed: settings.ini setup.py
 
 run: setup
 	$(BIN)/mka-evaluate --output_dir $(RUN_DIR) --methods dense mka_similarity fixed_05 fixed_07 learned learned_mlp learned_weight drop shortgpt \
-	  --num_training_steps 20 --num_calibration_samples 64 --eval_limit 114 --similarity_samples 64
+	  --num_training_steps 20 --num_calibration_samples 64 --eval_limit 114 --similarity_samples 64 --heldout_tokens 4096
 
 test: setup
 	set -o pipefail; $(BIN)/nbdev_test --flags slow --timing --do_print 2>&1 | tee .test.log; \

@@ -7,37 +7,41 @@ from __future__ import annotations
 import argparse, dataclasses, json, shutil
 from dataclasses import asdict
 from pathlib import Path
-from .models import DEFAULT_MODEL, load_model, get_layers
+from .models import DEFAULT_MODEL, load_model, get_layers, model_num_layers
+from .plans import PLANS, check_plan_name, resolve_num_layer
 from .data import load_mmlu, split_mmlu
 from .training import DEFAULT_LR, DEFAULT_STEPS, ALPHA_INIT_STRATEGIES
 from .fusion import save_fused
 from .evaluation import evaluate_model, _atomic_write
 from .experiments import (RunConfig, METHODS, SEED_METHODS, check_methods, similarity_assets, dense_assets,
-                                   make_plan, compress, run_experiments, run_ablation, report_folder, TRAINED)
+                                   make_plan, compress, run_experiments, run_ablation, report_folder, TRAINED,
+                                   run_sweep, report_sweep, is_sweep)
 from .plots import plot_training
 
 # %% auto #0
-__all__ = ['pipeline_parser', 'pipeline_method', 'pipeline_config', 'run_pipeline', 'pipeline_main', 'evaluate_parser',
-           'evaluate_config', 'evaluate_methods_main']
+__all__ = ['pipeline_parser', 'check_points', 'pipeline_method', 'pipeline_config', 'run_pipeline', 'pipeline_main',
+           'evaluate_parser', 'evaluate_config', 'evaluate_methods_main', 'sweep_points']
 
 # %% ../nbs/10_cli.ipynb #402b2942
 def _common(p):
     p.add_argument("--model_path", default=DEFAULT_MODEL, help="HF id, folder, or the embedded default 'smollm2-135m'")
     p.add_argument("--data_dir", default=None, help="Hendrycks MMLU folder (dev/, test/) or 'cais/mmlu'; default: packaged MMLU")
     p.add_argument("--similarity_matrix", default=None, help="an existing similarity_matrix.pkl (else computed and saved)")
-    p.add_argument("--num_layer", type=int, default=None, help="blocks to remove (default: a quarter of them)")
-    p.add_argument("--target_compression", type=float, default=None, help="alternative to --num_layer: removed/total ratio")
-    p.add_argument("--plan", default="mka_backward", choices=["mka_backward", "similar_pairs"])
+    p.add_argument("--plan", default=RunConfig.plan, choices=PLANS, help="which blocks merge (mka_backward: the paper's order)")
     p.add_argument("--loss", default="kd", choices=["kd", "lm"]); p.add_argument("--seed", type=int, default=0)
     p.add_argument("--alpha_init_strategy", default="uniform", choices=list(ALPHA_INIT_STRATEGIES))
     p.add_argument("--eval_limit", type=int, default=None, help="evaluate at most this many MMLU questions")
     p.add_argument("--ntrain", type=int, default=5, help="few-shot examples per MMLU prompt")
     p.add_argument("--device", default=None); p.add_argument("--dtype", default=None)
     p.add_argument("--tag", default=None, help="a run name: outputs go to OUTPUT_DIR/TAG")
+    p.add_argument("--heldout_tokens", type=int, default=RunConfig.heldout_tokens,
+                   help="tokens of pydoc prose added to the held-out MMLU text for KL and perplexity")
     return p
 
 def pipeline_parser() -> argparse.ArgumentParser:
     p = _common(argparse.ArgumentParser(prog="mka-pipeline", description="Merge layers (MKA), optionally learning alpha."))
+    p.add_argument("--num_layer", type=int, default=None, help="blocks to remove (default: an eighth of them)")
+    p.add_argument("--target_compression", type=float, default=None, help="alternative to --num_layer: removed/total ratio")
     p.add_argument("--use_learnable_alpha", action="store_true"); p.add_argument("--use_mlp_merge", action="store_true")
     p.add_argument("--merge_mode", default=None, choices=["simple", "mlp", "weight"], help="trained mode (default simple)")
     p.add_argument("--alpha_training_steps", type=int, default=DEFAULT_STEPS)
@@ -46,6 +50,14 @@ def pipeline_parser() -> argparse.ArgumentParser:
     p.add_argument("--output_dir", default=None, help="default merged_weights/ (merged_weights_mlp/ with --use_mlp_merge)")
     p.add_argument("--evaluate", action="store_true", help="evaluate the merged model on MMLU (see --eval_limit)")
     return p
+
+# %% ../nbs/10_cli.ipynb #09d3bb33
+def check_points(cfg: RunConfig, plans, num_layers, values=None, flag=None) -> list:
+    "Blocks to remove at each value of `--num_layer`/`--target_compression` (`values`), each checked; plans checked too."
+    for pl in plans: check_plan_name(pl)
+    if not values: return [cfg.resolved_num_layer(num_layers)]
+    try: return list(dict.fromkeys(resolve_num_layer(num_layers, **{flag: v}) for v in values))
+    except ValueError as e: raise ValueError(f"--{flag}: {e}") from None
 
 # %% ../nbs/10_cli.ipynb #9aca4597
 def pipeline_method(a) -> str:
@@ -71,24 +83,32 @@ def run_pipeline(cfg: RunConfig, method: str, evaluate=False) -> dict:
     splits = split_mmlu(load_mmlu(cfg.data_dir), k=cfg.ntrain)
     S, bi = similarity_assets(cfg, model, tok, splits)
     dense = dense_assets(cfg, model, tok, splits) if evaluate else None
-    plan = make_plan(cfg, S, len(get_layers(model)))
-    model, info, hist = compress(method, model, tok, plan, S, bi, splits, cfg)
+    plan = make_plan(cfg, S, len(get_layers(model)), bi)
+    model, info, hist = compress(method, model, tok, plan, S, bi, splits, cfg, dense)
     info["config"] = asdict(cfg); save_fused(model, tok, out/"model", info)
     shutil.copy(out/"model"/"learned_alphas.json", out/"learned_alphas.json")
     if hist is not None: plot_training(hist, info.get("pairs", []), out/"plots"/"training.png", title=method)
-    if evaluate: info["results"] = evaluate_model(model, tok, splits, k=cfg.ntrain, limit=cfg.eval_limit, dense=dense, out_dir=out, progress=False)
+    if evaluate: info["results"] = evaluate_model(model, tok, splits, k=cfg.ntrain, limit=cfg.eval_limit, dense=dense, out_dir=out,
+                                         heldout_tokens=cfg.heldout_tokens, progress=False)
     return info
 
 def pipeline_main(argv=None):
     "Console entry `mka-pipeline` (the seeds' `pipeline.py` flags); prints the alphas it fused."
-    a = pipeline_parser().parse_args(argv); method = pipeline_method(a)
-    info = run_pipeline(pipeline_config(a), method, evaluate=a.evaluate or a.eval_limit is not None)
+    p = pipeline_parser(); a = p.parse_args(argv)
+    try: method = pipeline_method(a); cfg = pipeline_config(a); check_points(cfg, [cfg.plan], model_num_layers(cfg.model_path))
+    except (ValueError, FileNotFoundError) as e: p.error(str(e))
+    info = run_pipeline(cfg, method, evaluate=a.evaluate or a.eval_limit is not None)
     print(json.dumps({k: info.get(k) for k in ("method", "pairs", "learned_alphas", "fused_alphas", "removed_layers")}))
 
 # %% ../nbs/10_cli.ipynb #670ca43c
 def evaluate_parser() -> argparse.ArgumentParser:
     p = _common(argparse.ArgumentParser(prog="mka-evaluate", description="Compare merge methods on MMLU (papermill runs)."))
     p.add_argument("--output_dir", default="./experiments"); p.add_argument("--include_mlp", action="store_true")
+    p.add_argument("--num_layer", type=int, nargs="+", default=None, help="blocks to remove; several values make a sweep")
+    p.add_argument("--target_compression", type=float, nargs="+", default=None, help="alternative to --num_layer: ratios")
+    p.add_argument("--plans", nargs="+", default=None, help=f"several plans make a sweep (any of {', '.join(PLANS)})")
+    p.add_argument("--jobs", type=int, default=1, help="method notebooks run at once in a sweep")
+    p.add_argument("--no_save_model", action="store_true", help="do not keep each run's fused model folder (disk)")
     p.add_argument("--methods", nargs="+", default=None, help=f"any of {', '.join(METHODS)} (default: the seeds' methods)")
     p.add_argument("--num_training_steps", type=int, default=DEFAULT_STEPS); p.add_argument("--learning_rate", type=float, default=DEFAULT_LR)
     p.add_argument("--batch_size", type=int, default=4, help="calibration batch size")
@@ -106,15 +126,25 @@ def evaluate_config(a) -> tuple:
     methods = check_methods(a.methods or list(SEED_METHODS))
     if a.include_mlp and "learned_mlp" not in methods: methods.append("learned_mlp")
     keys = {f.name for f in dataclasses.fields(RunConfig)}
-    cfg = RunConfig(**{k: v for k, v in vars(a).items() if k in keys}, alpha_training_steps=a.num_training_steps,
+    pts = {k: (v[0] if v and len(v) == 1 else None) for k, v in (("num_layer", a.num_layer), ("target_compression", a.target_compression))}
+    cfg = RunConfig(**{k: v for k, v in vars(a).items() if k in keys} | pts, alpha_training_steps=a.num_training_steps,
                     alpha_learning_rate=a.learning_rate, calibration_batch_size=a.batch_size,
-                    calibration_samples=a.num_calibration_samples)
+                    calibration_samples=a.num_calibration_samples, save_model=not a.no_save_model)
     return cfg, methods
 
 def evaluate_methods_main(argv=None):
     "Console entry `mka-evaluate` (the seeds' `evaluate_methods.py` flags); prints the comparison table."
-    a = evaluate_parser().parse_args(argv)
-    if a.report_only: report_folder(a.output_dir); return
-    cfg, methods = evaluate_config(a)
-    run_experiments(cfg, methods, a.overwrite, seeds=a.seeds)
+    p = evaluate_parser(); a = p.parse_args(argv)
+    if a.report_only: (report_sweep if is_sweep(a.output_dir) else report_folder)(a.output_dir); return
+    try: cfg, methods = evaluate_config(a); plans, ks = sweep_points(a, cfg, model_num_layers(cfg.model_path))
+    except (ValueError, FileNotFoundError) as e: p.error(str(e))
+    if len(plans) > 1 or len(ks) > 1: run_sweep(cfg, methods, plans, ks, a.seeds, a.overwrite, a.jobs)
+    else: run_experiments(dataclasses.replace(cfg, plan=plans[0]), methods, a.overwrite, seeds=a.seeds)
     if a.ablation: run_ablation(cfg, overwrite=a.overwrite)
+
+# %% ../nbs/10_cli.ipynb #df2cbdb6
+def sweep_points(a, cfg: RunConfig, num_layers) -> tuple:
+    "`(plans, ks)` of parsed `mka-evaluate` flags, validated against `num_layers` blocks."
+    if a.num_layer and a.target_compression: raise ValueError("Give --num_layer or --target_compression, not both.")
+    plans = list(dict.fromkeys(a.plans or [a.plan])); flag = "num_layer" if a.num_layer else "target_compression"
+    return plans, check_points(cfg, plans, num_layers, a.num_layer or a.target_compression, flag)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_evaluation.ipynb #a60a8b0b
 from __future__ import annotations
-import argparse, json, math, os, tempfile, time
+import argparse, json, math, os, time
 from collections import defaultdict
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,9 +19,9 @@ from .data import (LETTERS, SUBJECT_CATEGORIES, MMLUQuestion, check_subjects, fo
 
 # %% auto #0
 __all__ = ['letter_token_ids', 'prefix_text', 'encode_subject', 'score_plain', 'score_batch', 'prefix_kv', 'score_suffixes',
-           'select_questions', 'sdpa_gqa', 'score_mmlu', 'summarize', 'heldout_texts', 'token_logprobs',
-           'dense_reference', 'heldout_measures', 'save_run', 'n_params', 'evaluate_model', 'eval_parser',
-           'evaluate_main']
+           'select_questions', 'sdpa_gqa', 'score_mmlu', 'summarize', 'heldout_texts', 'pydoc_texts', 'heldout_sources',
+           'token_logprobs', 'dense_reference', 'heldout_measures', 'save_run', 'n_params', 'evaluate_model',
+           'eval_parser', 'evaluate_main']
 
 # %% ../nbs/07_evaluation.ipynb #64ed1df2
 def _tok_name(tokenizer): return getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
@@ -69,14 +69,20 @@ def score_plain(model, prompts, letter_ids) -> torch.Tensor:
         out.append(logits.log_softmax(-1)[letter_ids].cpu())
     return torch.stack(out)
 
+# %% ../nbs/07_evaluation.ipynb #bfcbd47b
+def _logprobs(model, h) -> torch.Tensor:
+    "float32 log-probs over the vocabulary of the output head at hidden states `h` (with logit softcapping if any)."
+    head = model.get_output_embeddings(); w = head.weight
+    logits = head(h.to(w.device, w.dtype)).float()
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    if cap: logits = torch.tanh(logits / cap) * cap
+    return logits.log_softmax(-1)
+
 # %% ../nbs/07_evaluation.ipynb #736314aa
 def _last_logprobs(model, hidden, lengths, letter_ids) -> torch.Tensor:
     "Letter log-probs (log-softmax over the vocabulary) at position `lengths-1` of each row of `hidden`."
     h = hidden[torch.arange(len(lengths), device=hidden.device), torch.as_tensor(lengths, device=hidden.device) - 1]
-    logits = model.get_output_embeddings()(h).float()
-    cap = getattr(model.config, "final_logit_softcapping", None)
-    if cap: logits = torch.tanh(logits / cap) * cap
-    return logits.log_softmax(-1)[:, letter_ids].cpu()
+    return _logprobs(model, h)[:, letter_ids].cpu()
 
 # %% ../nbs/07_evaluation.ipynb #fbb7e918
 def _pad(seqs, pad_id, device):
@@ -201,45 +207,211 @@ def heldout_texts(splits, subjects=None) -> list:
     return [f"The following are multiple choice questions (with answers) about {format_subject(s)}.\n\n" + format_example(q).rstrip("\n")
             for s in names for q in splits.heldout[s]]
 
+# %% ../nbs/07_evaluation.ipynb #5d92f788
+def _pydoc_paragraphs() -> list:
+    "Paragraphs of the documentation topics that ship with Python (`pydoc_data.topics`), topics in sorted order."
+    from pydoc_data.topics import topics
+    return [p.strip("\n") for k in sorted(topics) for p in topics[k].split("\n\n") if p.strip()]
+
+# %% ../nbs/07_evaluation.ipynb #ef1a1ce2
+def _pack(paragraphs, count, chunk):
+    "Join consecutive `paragraphs` with blank lines into texts, until one more would take `count(text)` past `chunk`."
+    cur = None
+    for p in paragraphs:
+        nxt = p if cur is None else cur + "\n\n" + p
+        if cur is not None and count(nxt) > chunk: yield cur; nxt = p
+        cur = nxt
+    if cur is not None: yield cur
+
+# %% ../nbs/07_evaluation.ipynb #61b8d016
+def pydoc_texts(tok, n_tokens, chunk=512) -> list:
+    "Texts of about `chunk` tokens of Python's documentation prose, `n_tokens` tokens at least in all (`None`: all)."
+    out, total, count = [], 0, lambda t: len(tok(t)["input_ids"])
+    for t in _pack(_pydoc_paragraphs(), count, chunk):
+        if n_tokens is not None and total >= n_tokens: break
+        out.append(t); total += count(t)
+    if n_tokens is not None and total < n_tokens:
+        raise ValueError(f"pydoc_data holds {total:,} tokens of prose for this tokenizer, "
+                         f"fewer than the {n_tokens:,} asked for.")
+    return out
+
+# %% ../nbs/07_evaluation.ipynb #aadd86e2
+def heldout_sources(splits, tok, subjects=None, heldout_tokens=0) -> dict:
+    "`{source: [texts]}`: the held-out MMLU questions (`'mmlu'`), and `heldout_tokens` tokens of pydoc prose."
+    src = {"mmlu": heldout_texts(splits, subjects)}
+    if heldout_tokens: src["pydoc"] = pydoc_texts(tok, heldout_tokens)
+    return src
+
 # %% ../nbs/07_evaluation.ipynb #8f5d42b2
 @torch.no_grad()
 def token_logprobs(model, ids) -> torch.Tensor:
     "`(L-1, V)` float32 next-token log-probs of the id list `ids` (positions 0..L-2)."
     return model(input_ids=torch.tensor([ids], device=_device(model))).logits[0, :-1].float().log_softmax(-1)
 
-# %% ../nbs/07_evaluation.ipynb #c82e8d3b
-def dense_reference(model, tok, texts, path=None, max_length=512) -> dict:
-    "The dense model's token ids and float16 next-token log-probs on `texts`; saved to / loaded from `path` if given."
-    ids = [tok(t, truncation=True, max_length=max_length)["input_ids"] for t in texts]
-    if path is not None and Path(path).exists():
-        ref = torch.load(path, weights_only=True)
-        if ref["ids"] != ids: raise ValueError(f"The dense reference {path} was computed on other held-out texts; delete it or pass another file.")
-        return ref
-    if model is None: raise ValueError("No dense model given and no cached dense reference found.")
-    ref = dict(ids=ids, logprobs=[token_logprobs(model, x).clamp_min(-6e4).half().cpu() for x in ids])
-    if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True); fd, t = tempfile.mkstemp(dir=Path(path).parent); os.close(fd)
-        torch.save(ref, t); os.replace(t, path)
+# %% ../nbs/07_evaluation.ipynb #a7222ecd
+def _flat_sources(texts) -> tuple:
+    "`(texts, sources)` as flat lists from a list of texts (one source, `'text'`) or a dict `{source: [texts]}`."
+    d = texts if isinstance(texts, dict) else {"text": list(texts)}
+    return [t for v in d.values() for t in v], [s for s, v in d.items() for _ in v]
+
+def _groups(sources) -> dict: return {s: [i for i, x in enumerate(sources) if x == s] for s in dict.fromkeys(sources)}
+def _encode(tok, texts, max_length) -> list:
+    return [tok(t, truncation=True, max_length=max_length)["input_ids"] for t in texts]
+
+# %% ../nbs/07_evaluation.ipynb #57d037c3
+def _batches(lengths, token_budget) -> list:
+    "Index lists, shortest texts first, each at most `token_budget` tokens once right-padded (a longer text alone)."
+    out = []
+    for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):
+        if out and (len(out[-1]) + 1) * lengths[i] <= token_budget: out[-1].append(i)
+        else: out.append([i])
+    return out
+
+# %% ../nbs/07_evaluation.ipynb #e1061d9e
+@torch.no_grad()
+def _final_hidden(model, ids, mask=None) -> torch.Tensor:
+    "`(B, T, H)` last hidden state of the decoder (the head's input), from a call of the whole `model`."
+    got = []
+    hk = model.get_decoder().register_forward_hook(lambda mod, args, out: got.append(out[0]))
+    try: model(input_ids=ids, attention_mask=mask, use_cache=False, logits_to_keep=1)
+    finally: hk.remove()
+    return got[-1]
+
+# %% ../nbs/07_evaluation.ipynb #687dee41
+def _flat_hidden(model, seqs, pad_id=0) -> torch.Tensor:
+    "`(Σ(len-1), H)` hidden states at positions 0..len-2 of each id list of `seqs`, run as one right-padded batch."
+    ids, mask, lens = _pad(seqs, pad_id, _device(model))
+    keep = torch.arange(ids.shape[1], device=ids.device)[None] < torch.tensor(lens, device=ids.device)[:, None] - 1
+    return _final_hidden(model, ids, mask)[keep]
+
+# %% ../nbs/07_evaluation.ipynb #90667f23
+def _segment_sums(v, lens) -> torch.Tensor:
+    "float64 sums (on the CPU) of consecutive runs of `lens` entries of the 1-D tensor `v`; an empty run sums to 0."
+    seg = torch.repeat_interleave(torch.arange(len(lens)), torch.tensor(lens, dtype=torch.long)).to(v.device)
+    return torch.zeros(len(lens), dtype=torch.float64, device=v.device).index_add_(0, seg, v.double()).cpu()
+
+# %% ../nbs/07_evaluation.ipynb #44cd9d3f
+def _head_fingerprint(model) -> dict:
+    "Shape, float64 sum and absolute sum of the output head's weight, and the logit softcapping."
+    w = model.get_output_embeddings().weight.detach()
+    return dict(shape=list(w.shape), sum=w.double().sum().item(), abs_sum=w.double().abs().sum().item(),
+                softcap=getattr(model.config, "final_logit_softcapping", None))
+
+def _check_head(model, reference):
+    "Raise unless `model`'s output head is the one the dense `reference` was computed with (dtype rounding aside)."
+    a, b = _head_fingerprint(model), reference["head"]
+    bad = ("shape" if a["shape"] != b["shape"] else "logit softcapping" if a["softcap"] != b["softcap"]
+           else "weights" if abs(a["sum"] - b["sum"]) > 1e-5 * max(a["abs_sum"], b["abs_sum"]) else None)
+    if bad: raise ValueError(f"The model's output head differs from the dense reference's ({bad}: {a} vs {b}). Dense "
+                             "logits are rebuilt with the measured model's head: it must be the dense model's head.")
+
+# %% ../nbs/07_evaluation.ipynb #c2287b83
+def _uniform_kl(lp) -> torch.Tensor: return math.log(lp.shape[-1]) + (lp.exp() * lp).sum(-1)
+
+@torch.no_grad()
+def _dense_batch(model, seqs, pad_id=0, rows=1024) -> tuple:
+    "Hidden states (float32, CPU, one tensor per sequence) and per-sequence summed KL(dense || uniform) of one batch."
+    h, lens = _flat_hidden(model, seqs, pad_id), [len(s) - 1 for s in seqs]
+    u = torch.cat([_uniform_kl(_logprobs(model, c)) for c in h.split(rows)])
+    return h.float().cpu().split(lens), _segment_sums(u, lens)
+
+# %% ../nbs/07_evaluation.ipynb #99c8d32e
+def _build_reference(model, ids, sources, max_length, token_budget=4096, pad_id=0) -> dict:
+    "Dense reference of id lists `ids`: final hidden states, head fingerprint, mean KL(dense || uniform) per source."
+    hs, unif = [None] * len(ids), torch.zeros(len(ids), dtype=torch.float64)
+    for idx in _batches(list(map(len, ids)), token_budget):
+        h, unif[idx] = _dense_batch(model, [ids[i] for i in idx], pad_id)
+        for j, i in enumerate(idx): hs[i] = h[j]
+    n = torch.tensor([len(x) - 1 for x in ids], dtype=torch.float64)
+    return dict(ids=ids, sources=sources, max_length=max_length, hidden=torch.cat(hs), head=_head_fingerprint(model),
+                uniform_kl={s: (unif[i].sum() / n[i].sum()).item() for s, i in _groups(sources).items()})
+
+# %% ../nbs/07_evaluation.ipynb #16b8ff15
+def _load_reference(path, ids) -> dict:
+    "A cached dense reference, checked: the current format, computed on the token lists `ids`."
+    ref = torch.load(path, weights_only=True)
+    if "hidden" not in ref: raise ValueError(f"{path} is a dense reference in an old format (full log-probs, no "
+                                             "hidden states): delete it, and it is rebuilt from the dense model.")
+    if ref["ids"] != ids:
+        raise ValueError(f"The dense reference {path} was computed on other held-out texts; "
+                         "delete it or pass another file.")
     return ref
 
-# %% ../nbs/07_evaluation.ipynb #e827a2f9
-def heldout_measures(model, tok, texts, reference=None, max_length=512) -> dict:
-    "Perplexity on `texts`, and KL(dense || model) when `reference` (from `dense_reference`, or a dense model) is given."
-    if reference is not None and not isinstance(reference, dict): reference = dense_reference(reference, tok, texts, max_length=max_length)
-    ids = reference["ids"] if reference else [tok(t, truncation=True, max_length=max_length)["input_ids"] for t in texts]
-    per = []
-    for i, x in enumerate(ids):
-        lp = token_logprobs(model, x).cpu()
-        t = dict(nll=-lp.gather(1, torch.tensor(x[1:])[:, None]).sum().item(), n_tokens=len(x) - 1)
-        if reference: r = reference["logprobs"][i].float(); t["kl"] = (r.exp() * (r - lp)).sum().item()
-        per.append(t)
-    n, nll = sum(t["n_tokens"] for t in per), sum(t["nll"] for t in per)
-    out = dict(perplexity=math.exp(nll / n), nll=nll / n, kl_to_dense=sum(t["kl"] for t in per) / n if reference else None,
-               n_tokens=int(n), n_texts=len(ids), per_text=per)
-    if len(per) > 1:
-        out["perplexity_ci"] = [math.exp(v) for v in heldout_ci(out, "nll")]
-        if reference: out["kl_to_dense_ci"] = heldout_ci(out, "kl")
+# %% ../nbs/07_evaluation.ipynb #ffafcc08
+def dense_reference(model, tok, texts, path=None, max_length=512, token_budget=4096) -> dict:
+    "The dense model's token ids and final hidden states on `texts` (a list or `{source: [texts]}`); cached in `path`."
+    flat, sources = _flat_sources(texts); ids = _encode(tok, flat, max_length)
+    if path is not None and Path(path).exists(): return _load_reference(path, ids)
+    if model is None: raise ValueError("No dense model given and no cached dense reference found.")
+    ref = _build_reference(model, ids, sources, max_length, token_budget, tok.pad_token_id or 0)
+    if path is not None: _write_atomically(path, lambda f: torch.save(ref, f))
+    return ref
+
+# %% ../nbs/07_evaluation.ipynb #41824ff1
+@torch.no_grad()
+def _token_measures(model, h, targets, ref_h=None) -> dict:
+    "Per-position nll of `targets` at hidden states `h`; with dense hidden states `ref_h`, KL to dense and to uniform."
+    lp = _logprobs(model, h); out = dict(nll=-lp.gather(1, targets[:, None])[:, 0])
+    if ref_h is not None:
+        ld = _logprobs(model, ref_h); pd = ld.exp()
+        out["uniform"] = math.log(ld.shape[-1]) + (pd * ld).sum(-1)
+        out["kl"] = (ld - lp).mul_(pd).sum(-1)  # Σ p_dense (log p_dense - log p_model)
     return out
+
+# %% ../nbs/07_evaluation.ipynb #3a68ad90
+def _batch_measures(model, seqs, ref_h=None, pad_id=0, rows=1024) -> dict:
+    "Per-sequence sums of `_token_measures` over one right-padded batch of id lists, `rows` positions at a time."
+    h = _flat_hidden(model, seqs, pad_id); tgt = torch.tensor([t for s in seqs for t in s[1:]], device=h.device)
+    parts = [_token_measures(model, h[i:i + rows], tgt[i:i + rows], None if ref_h is None else ref_h[i:i + rows])
+             for i in range(0, max(len(h), 1), rows)]
+    return {k: _segment_sums(torch.cat([p[k] for p in parts]), [len(s) - 1 for s in seqs]) for k in parts[0]}
+
+# %% ../nbs/07_evaluation.ipynb #7292168c
+def _text_sums(model, ids, reference=None, token_budget=4096, pad_id=0) -> dict:
+    "`{measure: (n_texts,) float64}`: per-text sums of `_batch_measures`, the texts run in length-sorted batches."
+    off = [0] + torch.tensor([len(x) - 1 for x in ids]).cumsum(0).tolist()
+    sums = defaultdict(lambda: torch.zeros(len(ids), dtype=torch.float64))
+    for idx in _batches(list(map(len, ids)), token_budget):
+        rh = torch.cat([reference["hidden"][off[i]:off[i + 1]] for i in idx]) if reference else None
+        for k, v in _batch_measures(model, [ids[i] for i in idx], rh, pad_id).items(): sums[k][idx] = v
+    return dict(sums)
+
+# %% ../nbs/07_evaluation.ipynb #6013efed
+def _heldout_summary(per, uniform=None) -> dict:
+    "Token-weighted perplexity, nll, KL of per-text entries `per` (intervals over texts); summed `uniform` per token."
+    n, nll, kl = sum(t["n_tokens"] for t in per), sum(t["nll"] for t in per), "kl" in per[0]
+    out = dict(perplexity=math.exp(nll / n), nll=nll / n, kl_to_dense=sum(t["kl"] for t in per) / n if kl else None,
+               n_tokens=int(n), n_texts=len(per), uniform_kl=None if uniform is None else uniform / n)
+    if len(per) > 1:
+        out["perplexity_ci"] = [math.exp(v) for v in heldout_ci(dict(per_text=per), "nll")]
+        if kl: out["kl_to_dense_ci"] = heldout_ci(dict(per_text=per), "kl")
+    return out
+
+# %% ../nbs/07_evaluation.ipynb #d98fe144
+def _reference_ids(tok, texts, reference, max_length) -> tuple:
+    "`(ids, sources)` of `texts` (`None`: the reference's), checked against the `reference`'s ids."
+    if texts is None: return reference["ids"], reference["sources"]
+    flat, sources = _flat_sources(texts)
+    ids = _encode(tok, flat, max_length or (reference or {}).get("max_length", 512))
+    if reference and reference["ids"] != ids:
+        raise ValueError("The dense reference was computed on other held-out texts (or another max_length): "
+                         "build it from the texts measured.")
+    return ids, sources
+
+# %% ../nbs/07_evaluation.ipynb #ace02d27
+def heldout_measures(model, tok, texts, reference=None, max_length=None, token_budget=4096) -> dict:
+    "Perplexity on `texts` (list or `{source: [texts]}`); KL(dense || model) with a `dense_reference` or dense model."
+    if reference is not None and not isinstance(reference, dict):
+        reference = dense_reference(reference, tok, texts, max_length=max_length or 512, token_budget=token_budget)
+    ids, sources = _reference_ids(tok, texts, reference, max_length)
+    if reference: _check_head(model, reference)
+    s = _text_sums(model, ids, reference, token_budget, tok.pad_token_id or 0)
+    per = [dict(source=src, nll=nll, n_tokens=len(x) - 1) for src, nll, x in zip(sources, s["nll"].tolist(), ids)]
+    if reference:
+        for t, kl in zip(per, s["kl"].tolist()): t["kl"] = kl
+    part = lambda i: _heldout_summary([per[j] for j in i], s["uniform"][i].sum().item() if reference else None)
+    by = {src: part(i) for src, i in _groups(sources).items()}
+    return part(list(range(len(ids)))) | dict(per_text=per, by_source=by)
 
 # %% ../nbs/07_evaluation.ipynb #6d0272da
 def _atomic_write(path, text) -> Path:
@@ -260,13 +432,14 @@ def n_params(model) -> int:
 
 # %% ../nbs/07_evaluation.ipynb #c359901e
 def evaluate_model(model, tok, splits, k=5, batch_size=16, subjects=None, limit=None, per_subject=None, dense=None,
-                   heldout=True, out_dir=None, progress=True, meta=None) -> dict:
-    "MMLU k-shot summary, held-out perplexity (and KL to `dense`: a model or a `dense_reference`), size and speed."
+                   heldout=True, out_dir=None, progress=True, meta=None, heldout_tokens=0) -> dict:
+    "MMLU k-shot summary; held-out perplexity (and KL to `dense`: a model or a `dense_reference`); size and speed."
     t0 = time.perf_counter()
     recs, st = score_mmlu(model, tok, splits, k, batch_size, subjects, limit, per_subject, progress=progress)
     res = summarize(recs) | dict(k=k, n_params=n_params(model), n_layers=getattr(model.config, "num_hidden_layers", None),
                                  mmlu_seconds=st["seconds"], questions_per_s=st["questions_per_s"], tokens=dict(st))
-    if heldout: res["heldout"] = heldout_measures(model, tok, heldout_texts(splits, subjects), dense)
+    if heldout:
+        res["heldout"] = heldout_measures(model, tok, heldout_sources(splits, tok, subjects, heldout_tokens), dense)
     res["wall_time_s"] = time.perf_counter() - t0; res |= meta or {}
     if out_dir is not None: save_run(out_dir, res, recs)
     return res
@@ -285,6 +458,8 @@ def eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None); p.add_argument("--dtype", default=None)
     p.add_argument("--dense_model", default=None, help="dense model for KL(dense || model) on held-out text")
     p.add_argument("--dense_cache", default=None, help="file caching the dense reference (.pt)")
+    p.add_argument("--heldout_tokens", type=int, default=0,
+                   help="tokens of pydoc prose added to the held-out MMLU text for KL and perplexity")
     p.add_argument("--no_heldout", action="store_true", help="skip perplexity and KL")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -294,14 +469,14 @@ def evaluate_main(argv=None):
     "Console entry `mka-eval`: evaluate one model folder, write `results.json` + `predictions.jsonl`, print the summary."
     a = eval_parser().parse_args(argv)
     model, tok = load_model(a.model_path, device=a.device, dtype=a.dtype)
-    splits = split_mmlu(load_mmlu(a.data_dir), k=a.ntrain)
-    texts, dense = heldout_texts(splits, a.subjects), None
+    splits, dense = split_mmlu(load_mmlu(a.data_dir), k=a.ntrain), None
     if (a.dense_model or a.dense_cache) and not a.no_heldout:
         dm = load_model(a.dense_model, device=a.device, dtype=a.dtype)[0] if a.dense_model and not (a.dense_cache and Path(a.dense_cache).exists()) else None
-        dense = dense_reference(dm, tok, texts, a.dense_cache)
+        dense = dense_reference(dm, tok, heldout_sources(splits, tok, a.subjects, a.heldout_tokens), a.dense_cache)
     meta = dict(model_path=str(a.model_path), device=str(_device(model)), dtype=str(next(model.parameters()).dtype), args=vars(a))
     r = evaluate_model(model, tok, splits, a.ntrain, a.batch_size, a.subjects, a.eval_limit, a.per_subject, dense,
-                       heldout=not a.no_heldout, out_dir=a.output_dir, progress=not a.quiet, meta=meta)
+                       heldout=not a.no_heldout, out_dir=a.output_dir, progress=not a.quiet, meta=meta,
+                       heldout_tokens=a.heldout_tokens)
     ho = r.get("heldout") or {}
     print(f"{r['n_questions']} questions: accuracy {r['average_accuracy']:.4f} (macro {r['macro_accuracy']:.4f}), mean gold log-prob "
           f"{r['mean_gold_logprob']:.3f}, perplexity {ho.get('perplexity', float('nan')):.2f}, KL to dense {ho.get('kl_to_dense')}; "

@@ -4,30 +4,37 @@
 
 # %% ../nbs/08_experiments.ipynb #ebf20ef5
 from __future__ import annotations
-import dataclasses, json, math, os, shutil, tempfile, time, traceback
+import csv, dataclasses, io, json, math, os, shutil, tempfile, time, traceback
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
+import numpy as np
 import torch
 from .models import DEFAULT_MODEL, TINY_MODEL, load_model, get_layers
 from .data import load_mmlu, split_mmlu, prepare_calibration_dataloader
 from .similarity import model_similarity, save_similarity_matrix, load_similarity_matrix, plot_similarity, block_influence
-from .plans import MergePlan, mka_backward, similar_pairs, shortgpt, remove_layers, resolve_num_layer
+from .plans import (MergePlan, PLANS, build_plan, check_plan_name, shortgpt, remove_layers, resolve_num_layer,
+                             drop_best, distance_from_drop)
 from .training import DEFAULT_LR, DEFAULT_STEPS, replace_layers_with_mergeable, train_alpha_parameters
 from .fusion import fuse_plan, drop_layers, fuse_mergeable_layers, collect_mlp_alphas, save_fused, count_params
-from .evaluation import evaluate_model, dense_reference, heldout_texts, _atomic_write
+from .evaluation import evaluate_model, dense_reference, heldout_sources, heldout_measures, _atomic_write
 from .stats import accuracy_ci, compare_records, compare_heldout, seed_spread, fmt_ci, fmt_diff
 
 # %% auto #0
-__all__ = ['FIXED', 'TRAINED', 'METHODS', 'SEED_METHODS', 'BASELINES', 'ABLATION_STEPS', 'ABLATION_LRS', 'check_methods',
-           'RunConfig', 'shared_dir', 'similarity_assets', 'dense_assets', 'make_plan', 'compress', 'method_template',
+__all__ = ['FIXED', 'TRAINED', 'METHODS', 'SEED_METHODS', 'DEFAULT_TARGET_COMPRESSION', 'BASELINES', 'PLAN_FREE',
+           'SWEEP_BASELINES', 'ABLATION_STEPS', 'ABLATION_LRS', 'check_methods', 'RunConfig', 'shared_dir',
+           'similarity_assets', 'dense_assets', 'make_plan', 'calibration_kl', 'compress', 'method_template',
            'absolute_paths', 'run_name', 'run_method', 'run_records', 'combine_results', 'paired_comparisons',
            'seed_summary', 'comparison_table', 'comparisons_table', 'seeds_table', 'prepare_shared', 'run_experiments',
-           'report', 'report_folder', 'ablation_configs', 'run_ablation']
+           'report', 'report_folder', 'point_config', 'sweep_tasks', 'run_tasks', 'sweep_runs', 'sweep_table',
+           'write_sweep', 'kl_table', 'sweep_report', 'run_sweep', 'report_sweep', 'is_sweep', 'ablation_configs',
+           'run_ablation']
 
 # %% ../nbs/08_experiments.ipynb #0c7cacae
 FIXED = {"fixed_05": 0.5, "fixed_07": 0.7}
 TRAINED = {"learned": "simple", "learned_mlp": "mlp", "learned_weight": "weight"}
-METHODS = ("dense", "mka_similarity", "fixed_05", "fixed_07", "learned", "learned_mlp", "learned_weight", "drop", "shortgpt")
+METHODS = ("dense", "mka_similarity", "fixed_05", "fixed_07", "learned", "learned_mlp", "learned_weight", "drop", "drop_best",
+           "shortgpt")
 SEED_METHODS = ("mka_similarity", "fixed_05", "fixed_07", "learned")  # + learned_mlp with --include_mlp
 
 def check_methods(methods) -> list:
@@ -37,6 +44,8 @@ def check_methods(methods) -> list:
     return list(dict.fromkeys(methods))
 
 # %% ../nbs/08_experiments.ipynb #c42633a8
+DEFAULT_TARGET_COMPRESSION = 0.125  # 4 of 30 blocks: where the curves say the merged model still works
+
 @dataclass
 class RunConfig:
     "Everything a method run needs; field names follow the seeds' command-line flags."
@@ -45,7 +54,7 @@ class RunConfig:
     output_dir: str = "experiments"
     num_layer: int | None = None
     target_compression: float | None = None
-    plan: str = "mka_backward"                  # or similar_pairs
+    plan: str = "bi_merge"                      # or similar_pairs, mka_backward (the paper's order): plans.PLANS
     alpha_training_steps: int = DEFAULT_STEPS
     alpha_learning_rate: float = DEFAULT_LR
     calibration_samples: int = 1000
@@ -62,8 +71,12 @@ class RunConfig:
     device: str | None = None
     dtype: str | None = None
     shared_dir: str | None = None               # where similarity + dense reference live (default: output_dir)
+    heldout_tokens: int = 65536                 # pydoc prose tokens added to the held-out MMLU text (KL, perplexity)
+    save_model: bool = True                     # keep each run's fused model (`models/`); sweeps may skip it
+    drop_best_samples: int = 64                 # calibration texts that choose `drop_best`'s kept blocks
     def resolved_num_layer(self, num_layers) -> int:
-        if self.num_layer is None and self.target_compression is None: return resolve_num_layer(num_layers, None, 0.25)
+        if self.num_layer is None and self.target_compression is None:
+            return resolve_num_layer(num_layers, None, DEFAULT_TARGET_COMPRESSION)
         return resolve_num_layer(num_layers, self.num_layer, self.target_compression)
 
 # %% ../nbs/08_experiments.ipynb #a3fdda01
@@ -85,40 +98,57 @@ def similarity_assets(cfg: RunConfig, model, tok, splits) -> tuple:
 
 # %% ../nbs/08_experiments.ipynb #faf37a9e
 def dense_assets(cfg: RunConfig, model, tok, splits) -> dict:
-    "The dense model's held-out reference (token ids and log-probs), cached as `output_dir/dense_reference.pt`."
-    return dense_reference(model, tok, heldout_texts(splits), shared_dir(cfg)/"dense_reference.pt", max_length=cfg.max_length)
+    "The dense model's held-out reference (per source: MMLU answers, pydoc prose), cached in `shared_dir`."
+    texts = heldout_sources(splits, tok, heldout_tokens=cfg.heldout_tokens)
+    return dense_reference(model, tok, texts, shared_dir(cfg)/"dense_reference.pt", max_length=cfg.max_length)
 
 # %% ../nbs/08_experiments.ipynb #7c458a80
-def make_plan(cfg: RunConfig, S, num_layers) -> MergePlan:
-    "The merge plan of `cfg`: `mka_backward` (the paper's order) or `similar_pairs` (most similar adjacent pairs)."
-    n = cfg.resolved_num_layer(num_layers)
-    if cfg.plan == "mka_backward": return mka_backward(num_layers, n)
-    if cfg.plan == "similar_pairs": return similar_pairs(S, n)
-    raise ValueError(f"Unknown plan {cfg.plan!r}; valid: mka_backward, similar_pairs.")
+def make_plan(cfg: RunConfig, S, num_layers, bi=None) -> MergePlan:
+    "The merge plan of `cfg` (`plans.build_plan`: `bi_merge` needs the Block Influence `bi`, `similar_pairs` `S`)."
+    return build_plan(cfg.plan, num_layers, cfg.resolved_num_layer(num_layers), S, bi)
 
 # %% ../nbs/08_experiments.ipynb #372a321e
-def _train(method, model, tok, plan, S, splits, cfg):
-    "Wrap, train and fuse one of the trained methods; returns `(info, history)`."
+def _brief(h) -> dict:
+    "The headline held-out measures of `heldout_measures` output, per source too."
+    keys = ("kl_to_dense", "kl_to_dense_ci", "perplexity")
+    return {k: h.get(k) for k in keys} | dict(by_source={s: {k: v.get(k) for k in keys} for s, v in (h.get("by_source") or {}).items()})
+
+def _train(method, model, tok, plan, S, splits, cfg, dense=None):
+    "Wrap, train and fuse one of the trained methods; returns `(info, history)`; `as_trained`: the wrapped model's KL."
     torch.manual_seed(cfg.seed)  # the MLP's initial weights follow the seed too
     replace_layers_with_mergeable(model, plan.steps, TRAINED[method], cfg.alpha_init_strategy, similarity=S)
     dl = prepare_calibration_dataloader(tok, splits.flat("calibration"), cfg.calibration_samples,
                                         cfg.calibration_batch_size, cfg.max_length, cfg.seed)
     hist = train_alpha_parameters(model, dl, cfg.alpha_training_steps, cfg.alpha_learning_rate, cfg.loss, seed=cfg.seed)
     if method == "learned_mlp": collect_mlp_alphas(model, dl)  # fused with the mean alpha it predicted
-    return fuse_mergeable_layers(model), dict(loss=hist.loss, alphas=hist.alphas, seconds_per_step=hist.seconds_per_step)
+    texts = heldout_sources(splits, tok, heldout_tokens=cfg.heldout_tokens)
+    trained = _brief(heldout_measures(model, tok, texts, dense, cfg.max_length)) if dense and method != "learned_weight" else None
+    info = fuse_mergeable_layers(model) | dict(as_trained=trained, calibration_pool=len(splits.flat("calibration")),
+                                               calibration_used=len(dl.dataset))
+    return info, dict(loss=hist.loss, alphas=hist.alphas, seconds_per_step=hist.seconds_per_step)
 
 # %% ../nbs/08_experiments.ipynb #35c67967
-def compress(method, model, tok, plan: MergePlan, S, bi, splits, cfg: RunConfig) -> tuple:
+def calibration_kl(model, tok, splits, cfg: RunConfig):
+    "A score for `drop_best`: KL to `model` as it is now (dense) on calibration texts, never on evaluation text."
+    ds = prepare_calibration_dataloader(tok, splits.flat("calibration"), cfg.drop_best_samples, 1, cfg.max_length, cfg.seed).dataset
+    texts = [ds[i] for i in range(len(ds))]; ref = dense_reference(model, tok, texts, max_length=cfg.max_length)
+    return lambda m: heldout_measures(m, tok, texts, ref, cfg.max_length)["kl_to_dense"]
+
+def compress(method, model, tok, plan: MergePlan, S, bi, splits, cfg: RunConfig, dense=None) -> tuple:
     "Apply `method` to `model` in place with merge `plan`; returns `(model, info, history)`."
     hist, removed = None, plan.removed
-    if method in TRAINED: info, hist = _train(method, model, tok, plan, S, splits, cfg)
+    if method in TRAINED: info, hist = _train(method, model, tok, plan, S, splits, cfg, dense)
     elif method in FIXED or method == "mka_similarity":
         alphas = FIXED[method] if method in FIXED else [float(S[l][m]) for l, m in plan.steps]
         info = fuse_plan(model, plan.steps, alphas, S, label=method)[1]
     elif method == "drop": drop_layers(model, plan.steps); info = dict(mode="drop")
+    elif method == "drop_best":
+        removed, keep = drop_best(model, plan, calibration_kl(model, tok, splits, cfg)); remove_layers(model, removed)
+        info = dict(mode="drop_best", kept_of_group={str(k): v for k, v in keep.items()})
     elif method == "shortgpt": removed = shortgpt(bi, len(plan.steps)); remove_layers(model, removed); info = dict(mode="shortgpt")
     elif method == "dense": removed, info = [], dict(mode="dense")
     else: check_methods([method])
+    if info.get("fused_alphas") is not None: info["distance_from_drop"] = distance_from_drop(plan, info["fused_alphas"])
     info |= dict(method=method, plan=plan.to_dict(), removed_layers=sorted(removed), fraction_removed=len(removed) / plan.num_layers)
     return model, info, hist
 
@@ -180,6 +210,15 @@ def _alphas(r):
     return [float(np.mean(list(x.values()))) if isinstance(x, dict) else float(x) for x in a] if a else None
 
 # %% ../nbs/08_experiments.ipynb #b1c06a61
+def _extra(r) -> dict:
+    "Per-source KL, the wrapped model's KL (`as_trained`), distance from a drop, plan and k of one run's results."
+    c, h = r.get("compression") or {}, r.get("heldout") or {}
+    src = h.get("by_source") or {}
+    return dict(plan=(c.get("plan") or {}).get("method"), k=len(c.get("removed_layers") or []),
+                kl_by_source={s: v.get("kl_to_dense") for s, v in src.items()},
+                uniform_kl=h.get("uniform_kl"), uniform_kl_by_source={s: v.get("uniform_kl") for s, v in src.items()},
+                as_trained_kl=(c.get("as_trained") or {}).get("kl_to_dense"), distance_from_drop=c.get("distance_from_drop"))
+
 def combine_results(output_dir, statuses) -> dict:
     "Combine every run's `results.json` with its status into one record per run: headline measures with 95% intervals."
     out = {}
@@ -191,18 +230,18 @@ def combine_results(output_dir, statuses) -> dict:
         if r and ci is None: ci = accuracy_ci(run_records(p.parent))  # results written before intervals existed
         out[name] = dict(status=st["status"], method=st["method"], seed=st.get("seed", r.get("seed")), **{k: r.get(k) for k in _KEYS},
                          average_accuracy_ci=ci, kl_to_dense=h.get("kl_to_dense"), kl_to_dense_ci=h.get("kl_to_dense_ci"),
-                         perplexity=h.get("perplexity"), perplexity_ci=h.get("perplexity_ci"), alphas=_alphas(r),
+                         perplexity=h.get("perplexity"), perplexity_ci=h.get("perplexity_ci"), alphas=_alphas(r), **_extra(r),
                          **({"error": st["error"]} if "error" in st else {}))
     return out
 
 # %% ../nbs/08_experiments.ipynb #0634ad48
-def paired_comparisons(output_dir, combined, baselines=BASELINES, **kw) -> dict:
+def paired_comparisons(output_dir, combined, baselines=BASELINES, runs=None, **kw) -> dict:
     "`{run: {baseline: comparison}}`: accuracy (paired bootstrap + McNemar), gold log-prob and KL-to-dense differences, run minus baseline."
     ok = [m for m, r in combined.items() if r.get("status") != "failed" and r.get("average_accuracy") is not None]
     recs = {m: run_records(Path(output_dir)/m) for m in ok}
     held = {m: json.loads((Path(output_dir)/m/"results.json").read_text()).get("heldout") or {} for m in ok}
     out = {}
-    for m in ok:
+    for m in (m for m in ok if runs is None or combined[m].get("method") in runs):
         for b in (b for b in baselines if b in recs and b != m):
             c = compare_records(recs[m], recs[b], **kw)
             if held[m].get("per_text") and held[b].get("per_text") and held[b].get("kl_to_dense") is not None:
@@ -258,7 +297,7 @@ def prepare_shared(cfg: RunConfig) -> dict:
     model, tok = load_model(cfg.model_path, device=cfg.device, dtype=cfg.dtype)
     splits = split_mmlu(load_mmlu(cfg.data_dir), k=cfg.ntrain)
     S, bi = similarity_assets(cfg, model, tok, splits); dense_assets(cfg, model, tok, splits)
-    return dict(num_layers=len(get_layers(model)), plan=make_plan(cfg, S, len(get_layers(model))).to_dict())
+    return dict(num_layers=len(get_layers(model)), plan=make_plan(cfg, S, len(get_layers(model)), bi).to_dict())
 
 # %% ../nbs/08_experiments.ipynb #c987e000
 def run_experiments(cfg: RunConfig, methods=SEED_METHODS, overwrite=False, verbose=True, seeds=None) -> dict:
@@ -305,6 +344,136 @@ def report_folder(output_dir, write=True, verbose=True) -> dict:
     if write: _atomic_write(f, json.dumps(combined, indent=2))
     if verbose: print(report(combined))
     return combined
+
+# %% ../nbs/08_experiments.ipynb #4a4f5ad3
+PLAN_FREE = ("dense", "shortgpt")  # methods whose result does not depend on the plan
+
+def point_config(cfg: RunConfig, plan, k, method=None) -> RunConfig:
+    "The config of one sweep point; `dense` and `shortgpt` get their plan-free folders."
+    out = Path(cfg.output_dir)
+    sub = out if method == "dense" else out/"shortgpt"/f"k{k}" if method == "shortgpt" else out/plan/f"k{k}"
+    return dataclasses.replace(cfg, output_dir=str(sub), shared_dir=str(shared_dir(cfg)), plan=check_plan_name(plan),
+                               num_layer=k, target_compression=None)
+
+# %% ../nbs/08_experiments.ipynb #f327d372
+def sweep_tasks(cfg: RunConfig, methods, plans, ks, seeds=None) -> list:
+    "`(method, config, run name)` of every run of a sweep: plan-free methods once, trained ones per seed (extra seeds last)."
+    methods, tasks = check_methods(methods), []
+    for plan in plans:
+        for k in ks:
+            for m in methods:
+                if m in PLAN_FREE and (plan != plans[0] or (m == "dense" and k != ks[0])): continue
+                for sd in (list(dict.fromkeys(seeds)) if seeds and m in TRAINED else [cfg.seed]):
+                    tasks.append((m, dataclasses.replace(point_config(cfg, plan, k, m), seed=sd), run_name(m, sd, cfg.seed)))
+    return sorted(tasks, key=lambda t: t[1].seed != cfg.seed)  # every point first, then the spread over seeds
+
+# %% ../nbs/08_experiments.ipynb #06ef06c8
+def _run_task(task, overwrite): m, c, name = task; return run_method(m, c, overwrite, name=name) | dict(output_dir=c.output_dir)
+
+def run_tasks(tasks, overwrite=False, jobs=1, verbose=True) -> list:
+    "Run the sweep's method notebooks, `jobs` at a time (each papermill run is its own kernel process)."
+    out = []
+    with ThreadPoolExecutor(max(1, jobs)) as pool:
+        for st in pool.map(_run_task, tasks, [overwrite] * len(tasks)):
+            out.append(st)
+            if verbose: print(f"{st['output_dir']}/{st['run']}: {st['status']}" + (f" ({st['error']})" if "error" in st else ""), flush=True)
+    return out
+
+# %% ../nbs/08_experiments.ipynb #7c3800d9
+SWEEP_BASELINES = ("mka_similarity", "fixed_05", "drop", "drop_best")
+
+def sweep_runs(output_dir) -> dict:
+    "`{point folder: [status records]}` of every run folder of a sweep: `done`, or `unfinished` (failed or stopped)."
+    out, pts = Path(output_dir), {}
+    for res in sorted(out.glob("*/k*/*/run.ipynb")) + [out/"dense"/"run.ipynb"]:
+        d = res.parent
+        if not res.exists() or not (d.name.split("_seed")[0] in METHODS): continue
+        r = json.loads((d/"results.json").read_text()) if (d/"results.json").exists() else {}
+        st = dict(run=d.name, method=r.get("method", d.name.split("_seed")[0]), seed=r.get("seed"), status="done" if r else "unfinished")
+        pts.setdefault(d.parent.relative_to(out).as_posix(), []).append(st)
+    return pts
+
+# %% ../nbs/08_experiments.ipynb #70059690
+def _row(point, name, r) -> dict:
+    ci = lambda k, i: (r.get(k + "_ci") or [None, None])[i]
+    dd = r.get("distance_from_drop")
+    plan, k = point.split("/k") if "/k" in point else (point, "0")  # from the folder: unfinished runs have no results
+    return dict(point=point, plan="-" if r.get("method") in PLAN_FREE else plan, k=int(k),
+                fraction_removed=r.get("fraction_removed"), method=r.get("method"), seed=r.get("seed"), run=name,
+                status=r.get("status"), accuracy=r.get("average_accuracy"), accuracy_lo=ci("average_accuracy", 0),
+                accuracy_hi=ci("average_accuracy", 1), gold_logprob=r.get("mean_gold_logprob"), kl=r.get("kl_to_dense"),
+                kl_lo=ci("kl_to_dense", 0), kl_hi=ci("kl_to_dense", 1), perplexity=r.get("perplexity"),
+                **{f"kl_{s}": v for s, v in (r.get("kl_by_source") or {}).items()}, as_trained_kl=r.get("as_trained_kl"),
+                distance_from_drop=float(np.mean(dd)) if dd else None,
+                alphas=" ".join(f"{a:.3f}" for a in r["alphas"]) if r.get("alphas") else "")
+
+def sweep_table(output_dir, statuses=None) -> dict:
+    "Combine a sweep folder: `rows` (one per run), per-point `comparisons` and `seeds`, the uniform-guess KL (all, per source)."
+    out, rows, comps, seeds, uni = Path(output_dir), [], {}, {}, {}
+    failed = {(Path(s["output_dir"]).resolve(), s["run"]): s for s in statuses or [] if s["status"] == "failed"}
+    for point, sts in sweep_runs(out).items():
+        sts = [failed.get(((out/point).resolve(), st["run"]), st) for st in sts]  # this call's failures, with their errors
+        comb = combine_results(out/point, sts)
+        rows += [_row("dense" if point == "." else point, n, r) for n, r in comb.items()]
+        comps[point] = paired_comparisons(out/point, comb, SWEEP_BASELINES, runs=tuple(TRAINED))
+        seeds[point] = seed_summary(comb)
+        uni |= {s: v for r in comb.values() for s, v in (r.get("uniform_kl_by_source") or {}).items() if v is not None}
+        uni |= {"all": r["uniform_kl"] for r in comb.values() if r.get("uniform_kl") is not None}
+    return dict(rows=rows, comparisons={p: c for p, c in comps.items() if c}, seeds={p: s for p, s in seeds.items() if s},
+                uniform_kl=uni.pop("all", None), uniform_kl_by_source=uni, failed=list(failed.values()))
+
+# %% ../nbs/08_experiments.ipynb #9cb37553
+def write_sweep(output_dir, combined) -> None:
+    "`results.json` and `results.csv` (the long table) in `output_dir`, atomically."
+    out = Path(output_dir); _atomic_write(out/"results.json", json.dumps(combined, indent=2))
+    cols = list(dict.fromkeys(k for r in combined["rows"] for k in r)); buf = io.StringIO()
+    w = csv.DictWriter(buf, cols, restval=""); w.writeheader(); w.writerows(combined["rows"])
+    _atomic_write(out/"results.csv", buf.getvalue())
+
+# %% ../nbs/08_experiments.ipynb #711dbee1
+def kl_table(rows, plan) -> str:
+    "KL to dense [95% CI] of one plan: a row per method (and seed), a column per k."
+    ks = sorted({r["k"] for r in rows if r["plan"] == plan})
+    sel = [r for r in rows if r["plan"] in (plan, "-") and (r["k"] in ks or r["method"] == "dense")]
+    cell = lambda r: f"{r['kl']:.3f} [{r['kl_lo']:.3f}, {r['kl_hi']:.3f}]" if r.get("kl_lo") is not None else _fmt(r.get("kl"))
+    names = list(dict.fromkeys(r["run"] for r in sel if r["method"] != "dense"))
+    grid = [[n] + [next((cell(r) for r in sel if r["run"] == n and r["k"] == k), "-") for k in ks] for n in names]
+    return _table(["run"] + [f"k={k}" for k in ks], grid)
+
+def sweep_report(combined) -> str:
+    "The printed summary of a sweep: per plan, its KL table; then the paired comparisons of every point."
+    plans = list(dict.fromkeys(r["plan"] for r in combined["rows"] if r["plan"] != "-"))
+    parts = [f"KL(dense || model), plan {p}:\n" + kl_table(combined["rows"], p) for p in plans]
+    flat = {f"{pt} {m}": bs for pt, c in combined["comparisons"].items() for m, bs in c.items()}
+    if flat: parts.append("Paired differences, run minus baseline, per point:\n" + comparisons_table(flat))
+    if combined.get("failed"): parts.append("Failed: " + ", ".join(f"{s['output_dir']}/{s['run']}" for s in combined["failed"]))
+    return "\n\n".join(parts)
+
+# %% ../nbs/08_experiments.ipynb #1e3fd44e
+def run_sweep(cfg: RunConfig, methods, plans, ks, seeds=None, overwrite=False, jobs=1, verbose=True) -> dict:
+    "Run `methods` at every `(plan, k)`; write the long table (`results.json`, `results.csv`) and print the report."
+    plans, out = [check_plan_name(p) for p in plans], Path(cfg.output_dir); out.mkdir(parents=True, exist_ok=True)
+    _atomic_write(out/"config.json", json.dumps(asdict(cfg) | dict(seeds=seeds, plans=plans, ks=list(ks)), indent=2))
+    prepare_shared(cfg)
+    statuses = run_tasks(sweep_tasks(cfg, methods, plans, ks, seeds), overwrite, jobs, verbose)
+    combined = dict(config=asdict(cfg), plans=plans, ks=list(ks), runs=statuses) | sweep_table(out, statuses)
+    write_sweep(out, combined)
+    if verbose: print(sweep_report(combined))
+    return combined
+
+def report_sweep(output_dir, write=True, verbose=True) -> dict:
+    "Rebuild a sweep's long table, comparisons and report from its finished run folders alone."
+    out = Path(output_dir); cfg = json.loads((out/"config.json").read_text())
+    combined = dict(config={k: v for k, v in cfg.items() if k not in ("seeds", "plans", "ks")}, plans=cfg["plans"], ks=cfg["ks"],
+                    runs=[]) | sweep_table(out)
+    if write: write_sweep(out, combined)
+    if verbose: print(sweep_report(combined))
+    return combined
+
+def is_sweep(output_dir) -> bool:
+    "Whether `output_dir` holds a sweep (its `config.json` names plans and ks)."
+    f = Path(output_dir)/"config.json"
+    return f.exists() and "plans" in json.loads(f.read_text())
 
 # %% ../nbs/08_experiments.ipynb #80c47f46
 ABLATION_STEPS, ABLATION_LRS = (100, 200, 500, 1000), (1e-5, 5e-5, 1e-4, 5e-4, DEFAULT_LR)

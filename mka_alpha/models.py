@@ -11,7 +11,8 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaC
 
 # %% auto #0
 __all__ = ['DEFAULT_MODEL', 'TINY_MODEL', 'SUPPORTED_FAMILIES', 'default_device_dtype', 'cache_dir', 'smollm2_gguf',
-           'convert_gguf', 'default_model_dir', 'tiny_llama_config', 'tiny_llama', 'get_layers', 'load_model']
+           'convert_gguf', 'default_model_dir', 'tiny_llama_config', 'tiny_llama', 'get_layers', 'model_num_layers',
+           'load_model']
 
 # %% ../nbs/00_models.ipynb #c1281a6b
 def default_device_dtype(device=None, dtype=None):
@@ -95,6 +96,20 @@ def get_layers(model) -> torch.nn.ModuleList:
                          f"decoder-only models of the families {', '.join(SUPPORTED_FAMILIES)} "
                          "whose blocks are `model.model.layers`.")
     return layers
+
+# %% ../nbs/00_models.ipynb #d97f4c68
+def model_num_layers(name_or_path=DEFAULT_MODEL, **tiny_kwargs) -> int:
+    "The number of decoder blocks of a model, read from its config alone (no weights are loaded): commands check flags with it."
+    name = str(name_or_path)
+    if name == TINY_MODEL: return tiny_llama_config(**tiny_kwargs).num_hidden_layers
+    if name == DEFAULT_MODEL and not (cache_dir()/"smollm2-135m-instruct"/"config.json").exists():
+        g = smollm2_gguf(); return AutoConfig.from_pretrained(g.parent, gguf_file=g.name).num_hidden_layers
+    path = str(default_model_dir()) if name == DEFAULT_MODEL else name
+    if (path.startswith(("/", ".", "~")) or path.count("/") > 1) and not Path(path).expanduser().is_dir():
+        raise FileNotFoundError(f"Model folder {name!r} does not exist: give an existing folder, a Hugging Face id, or {DEFAULT_MODEL!r}.")
+    try: cfg = AutoConfig.from_pretrained(str(Path(path).expanduser()) if Path(path).expanduser().exists() else path)
+    except OSError as e: raise FileNotFoundError(f"No config for model {name!r} ({str(e).splitlines()[0]}).") from e
+    return getattr(cfg, "text_config", cfg).num_hidden_layers
 
 # %% ../nbs/00_models.ipynb #51010814
 def _tokenizer(path, **kwargs):

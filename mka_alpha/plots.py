@@ -12,7 +12,8 @@ import matplotlib.pyplot as plt
 
 # %% auto #0
 __all__ = ['plot_training', 'load_results', 'bar_errors', 'plot_accuracy', 'learned_alphas', 'plot_alpha_hist',
-           'plot_alpha_vs_similarity', 'plot_categories', 'plot_losses', 'plot_results', 'plot_main', 'plot_ablation']
+           'plot_alpha_vs_similarity', 'plot_categories', 'plot_losses', 'plot_results', 'plot_main', 'plot_ablation',
+           'curve', 'plot_curves', 'plot_plans', 'plot_sweep']
 
 # %% ../nbs/09_plots.ipynb #93524905
 def _save(fig, path) -> Path:
@@ -127,7 +128,8 @@ def plot_main(argv=None):
     p = argparse.ArgumentParser(prog="mka-plot", description=plot_results.__doc__)
     p.add_argument("--results_dir", default="experiments"); p.add_argument("--output_dir", default=None)
     a = p.parse_args(argv)
-    for x in plot_results(a.results_dir, a.output_dir): print(x)
+    from mka_alpha.experiments import is_sweep
+    for x in (plot_sweep if is_sweep(a.results_dir) else plot_results)(a.results_dir, a.output_dir): print(x)
 
 # %% ../nbs/09_plots.ipynb #52224445
 def plot_ablation(rows, path) -> Path:
@@ -140,3 +142,52 @@ def plot_ablation(rows, path) -> Path:
         ax2 = ax.twinx(); ax2.plot(x, [p[1].get("kl_to_dense") for p in pts], "s--", c="C1", label="KL to dense")
         ax.set(xlabel=lab, ylabel="accuracy", xscale="log"); ax2.set_ylabel("KL(dense || model)")
     return _save(fig, path)
+
+# %% ../nbs/09_plots.ipynb #1fd119ce
+def curve(rows, method, key="kl", plan=None) -> tuple:
+    "`(x, mean, lo, hi)` of `method`'s rows (of `plan`, or any plan for plan-free ones) sorted by fraction removed."
+    pts = {}
+    for r in rows:
+        if r["method"] == method and r.get(key) is not None and (plan is None or r["plan"] in (plan, "-")):
+            pts.setdefault(r["fraction_removed"], []).append(r)
+    x = sorted(pts); m = [float(np.mean([r[key] for r in pts[f]])) for f in x]
+    lo = [min(r.get(key + "_lo", r[key]) if r.get(key + "_lo") is not None else r[key] for r in pts[f]) for f in x]
+    hi = [max(r.get(key + "_hi", r[key]) if r.get(key + "_hi") is not None else r[key] for r in pts[f]) for f in x]
+    return np.array(x), np.array(m), np.array(lo), np.array(hi)
+
+# %% ../nbs/09_plots.ipynb #9375dcaf
+def _line(ax, rows, method, key, plan, i, label=None):
+    x, m, lo, hi = curve(rows, method, key, plan)
+    if len(x): ax.plot(x, m, "o-", c=f"C{i}", label=label or method, ms=3); ax.fill_between(x, lo, hi, color=f"C{i}", alpha=.2)
+
+def plot_curves(sweep, path, plan) -> Path:
+    "KL to dense (log) and gold-letter log-prob against the fraction removed, for `plan`, one line per method."
+    rows = sweep["rows"]; fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    for i, m in enumerate(dict.fromkeys(r["method"] for r in rows if r["method"] != "dense")):
+        _line(a, rows, m, "kl", plan, i); _line(b, rows, m, "gold_logprob", plan, i)
+    if sweep.get("uniform_kl"): a.axhline(sweep["uniform_kl"], ls="--", c="k", lw=1, label="uniform guess")
+    dense = [r["gold_logprob"] for r in rows if r["method"] == "dense" and r.get("gold_logprob") is not None]
+    if dense: b.axhline(dense[0], ls=":", c="k", lw=1, label="dense")
+    a.set(yscale="log", xlabel="fraction of blocks removed", ylabel="KL(dense || model), nats/token", title=f"{plan}: KL")
+    b.set(xlabel="fraction of blocks removed", ylabel="mean log p(gold letter)", title=f"{plan}: MMLU gold log-prob")
+    a.legend(fontsize=7); return _save(fig, path)
+
+# %% ../nbs/09_plots.ipynb #22447cc5
+def plot_plans(sweep, path, method="fixed_05") -> Path:
+    "KL to dense (log) against the fraction removed for one method, one line per plan (plus ShortGPT)."
+    rows = sweep["rows"]; fig, ax = plt.subplots(figsize=(6, 4))
+    plans = list(dict.fromkeys(r["plan"] for r in rows if r["plan"] != "-"))
+    for i, p in enumerate(plans): _line(ax, [r for r in rows if r["plan"] == p], method, "kl", p, i, label=p)
+    _line(ax, rows, "shortgpt", "kl", None, len(plans))
+    if sweep.get("uniform_kl"): ax.axhline(sweep["uniform_kl"], ls="--", c="k", lw=1, label="uniform guess")
+    ax.set(yscale="log", xlabel="fraction of blocks removed", ylabel="KL(dense || model)", title=f"{method}: plan against plan")
+    ax.legend(fontsize=7); return _save(fig, path)
+
+# %% ../nbs/09_plots.ipynb #d8b8c805
+def plot_sweep(results_dir, out_dir=None, methods=("fixed_05", "learned_weight", "drop")) -> list:
+    "Every curve figure of a sweep folder: one per plan, and plan against plan for each of `methods` present."
+    d = Path(results_dir); sw = json.loads((d/"results.json").read_text()); o = Path(out_dir or d/"plots")
+    plans = list(dict.fromkeys(r["plan"] for r in sw["rows"] if r["plan"] != "-"))
+    ps = [plot_curves(sw, o/f"curves_{p}.png", p) for p in plans]
+    present = {r["method"] for r in sw["rows"]}
+    return ps + [plot_plans(sw, o/f"plans_{m}.png", m) for m in methods if m in present]
