@@ -27,7 +27,8 @@ def _common(p):
     p.add_argument("--model_path", default=DEFAULT_MODEL, help="HF id, folder, or the embedded default 'smollm2-135m'")
     p.add_argument("--data_dir", default=None, help="Hendrycks MMLU folder (dev/, test/) or 'cais/mmlu'; default: packaged MMLU")
     p.add_argument("--similarity_matrix", default=None, help="an existing similarity_matrix.pkl (else computed and saved)")
-    p.add_argument("--plan", default=RunConfig.plan, choices=PLANS, help="which blocks merge (mka_backward: the paper's order)")
+    p.add_argument("--plan", default=RunConfig.plan, choices=PLANS,
+                   help="which blocks merge (mka_backward: the paper's order)")
     p.add_argument("--loss", default="kd", choices=["kd", "lm"]); p.add_argument("--seed", type=int, default=0)
     p.add_argument("--alpha_init_strategy", default="uniform", choices=list(ALPHA_INIT_STRATEGIES))
     p.add_argument("--eval_limit", type=int, default=None, help="evaluate at most this many MMLU questions")
@@ -53,7 +54,7 @@ def pipeline_parser() -> argparse.ArgumentParser:
 
 # %% ../nbs/10_cli.ipynb #09d3bb33
 def check_points(cfg: RunConfig, plans, num_layers, values=None, flag=None) -> list:
-    "Blocks to remove at each value of `--num_layer`/`--target_compression` (`values`), each checked; plans checked too."
+    "Blocks to remove at each `--num_layer`/`--target_compression` value (`values`), each checked; plans too."
     for pl in plans: check_plan_name(pl)
     if not values: return [cfg.resolved_num_layer(num_layers)]
     try: return list(dict.fromkeys(resolve_num_layer(num_layers, **{flag: v}) for v in values))
@@ -95,7 +96,9 @@ def run_pipeline(cfg: RunConfig, method: str, evaluate=False) -> dict:
 def pipeline_main(argv=None):
     "Console entry `mka-pipeline` (the seeds' `pipeline.py` flags); prints the alphas it fused."
     p = pipeline_parser(); a = p.parse_args(argv)
-    try: method = pipeline_method(a); cfg = pipeline_config(a); check_points(cfg, [cfg.plan], model_num_layers(cfg.model_path))
+    try:
+        method, cfg = pipeline_method(a), pipeline_config(a)
+        check_points(cfg, [cfg.plan], model_num_layers(cfg.model_path))
     except (ValueError, FileNotFoundError) as e: p.error(str(e))
     info = run_pipeline(cfg, method, evaluate=a.evaluate or a.eval_limit is not None)
     print(json.dumps({k: info.get(k) for k in ("method", "pairs", "learned_alphas", "fused_alphas", "removed_layers")}))
@@ -104,8 +107,10 @@ def pipeline_main(argv=None):
 def evaluate_parser() -> argparse.ArgumentParser:
     p = _common(argparse.ArgumentParser(prog="mka-evaluate", description="Compare merge methods on MMLU (papermill runs)."))
     p.add_argument("--output_dir", default="./experiments"); p.add_argument("--include_mlp", action="store_true")
-    p.add_argument("--num_layer", type=int, nargs="+", default=None, help="blocks to remove; several values make a sweep")
-    p.add_argument("--target_compression", type=float, nargs="+", default=None, help="alternative to --num_layer: ratios")
+    p.add_argument("--num_layer", type=int, nargs="+", default=None,
+                   help="blocks to remove; several values make a sweep")
+    p.add_argument("--target_compression", type=float, nargs="+", default=None,
+                   help="alternative to --num_layer: ratios")
     p.add_argument("--plans", nargs="+", default=None, help=f"several plans make a sweep (any of {', '.join(PLANS)})")
     p.add_argument("--jobs", type=int, default=1, help="method notebooks run at once in a sweep")
     p.add_argument("--no_save_model", action="store_true", help="do not keep each run's fused model folder (disk)")
@@ -126,7 +131,8 @@ def evaluate_config(a) -> tuple:
     methods = check_methods(a.methods or list(SEED_METHODS))
     if a.include_mlp and "learned_mlp" not in methods: methods.append("learned_mlp")
     keys = {f.name for f in dataclasses.fields(RunConfig)}
-    pts = {k: (v[0] if v and len(v) == 1 else None) for k, v in (("num_layer", a.num_layer), ("target_compression", a.target_compression))}
+    one = lambda v: v[0] if v and len(v) == 1 else None  # a single point; several make a sweep (`sweep_points`)
+    pts = dict(num_layer=one(a.num_layer), target_compression=one(a.target_compression))
     cfg = RunConfig(**{k: v for k, v in vars(a).items() if k in keys} | pts, alpha_training_steps=a.num_training_steps,
                     alpha_learning_rate=a.learning_rate, calibration_batch_size=a.batch_size,
                     calibration_samples=a.num_calibration_samples, save_model=not a.no_save_model)

@@ -33,8 +33,8 @@ __all__ = ['FIXED', 'TRAINED', 'METHODS', 'SEED_METHODS', 'DEFAULT_TARGET_COMPRE
 # %% ../nbs/08_experiments.ipynb #0c7cacae
 FIXED = {"fixed_05": 0.5, "fixed_07": 0.7}
 TRAINED = {"learned": "simple", "learned_mlp": "mlp", "learned_weight": "weight"}
-METHODS = ("dense", "mka_similarity", "fixed_05", "fixed_07", "learned", "learned_mlp", "learned_weight", "drop", "drop_best",
-           "shortgpt")
+METHODS = ("dense", "mka_similarity", "fixed_05", "fixed_07", "learned", "learned_mlp", "learned_weight",
+           "drop", "drop_best", "shortgpt")
 SEED_METHODS = ("mka_similarity", "fixed_05", "fixed_07", "learned")  # + learned_mlp with --include_mlp
 
 def check_methods(methods) -> list:
@@ -111,7 +111,8 @@ def make_plan(cfg: RunConfig, S, num_layers, bi=None) -> MergePlan:
 def _brief(h) -> dict:
     "The headline held-out measures of `heldout_measures` output, per source too."
     keys = ("kl_to_dense", "kl_to_dense_ci", "perplexity")
-    return {k: h.get(k) for k in keys} | dict(by_source={s: {k: v.get(k) for k in keys} for s, v in (h.get("by_source") or {}).items()})
+    src = {s: {k: v.get(k) for k in keys} for s, v in (h.get("by_source") or {}).items()}
+    return {k: h.get(k) for k in keys} | dict(by_source=src)
 
 def _train(method, model, tok, plan, S, splits, cfg, dense=None):
     "Wrap, train and fuse one of the trained methods; returns `(info, history)`; `as_trained`: the wrapped model's KL."
@@ -122,7 +123,8 @@ def _train(method, model, tok, plan, S, splits, cfg, dense=None):
     hist = train_alpha_parameters(model, dl, cfg.alpha_training_steps, cfg.alpha_learning_rate, cfg.loss, seed=cfg.seed)
     if method == "learned_mlp": collect_mlp_alphas(model, dl)  # fused with the mean alpha it predicted
     texts = heldout_sources(splits, tok, heldout_tokens=cfg.heldout_tokens)
-    trained = _brief(heldout_measures(model, tok, texts, dense, cfg.max_length)) if dense and method != "learned_weight" else None
+    shipped_is_trained = method == "learned_weight"
+    trained = _brief(heldout_measures(model, tok, texts, dense, cfg.max_length)) if dense and not shipped_is_trained else None
     info = fuse_mergeable_layers(model) | dict(as_trained=trained, calibration_pool=len(splits.flat("calibration")),
                                                calibration_used=len(dl.dataset))
     return info, dict(loss=hist.loss, alphas=hist.alphas, seconds_per_step=hist.seconds_per_step)
@@ -130,7 +132,8 @@ def _train(method, model, tok, plan, S, splits, cfg, dense=None):
 # %% ../nbs/08_experiments.ipynb #35c67967
 def calibration_kl(model, tok, splits, cfg: RunConfig):
     "A score for `drop_best`: KL to `model` as it is now (dense) on calibration texts, never on evaluation text."
-    ds = prepare_calibration_dataloader(tok, splits.flat("calibration"), cfg.drop_best_samples, 1, cfg.max_length, cfg.seed).dataset
+    calib = splits.flat("calibration")
+    ds = prepare_calibration_dataloader(tok, calib, cfg.drop_best_samples, 1, cfg.max_length, cfg.seed).dataset
     texts = [ds[i] for i in range(len(ds))]; ref = dense_reference(model, tok, texts, max_length=cfg.max_length)
     return lambda m: heldout_measures(m, tok, texts, ref, cfg.max_length)["kl_to_dense"]
 
@@ -217,7 +220,8 @@ def _extra(r) -> dict:
     return dict(plan=(c.get("plan") or {}).get("method"), k=len(c.get("removed_layers") or []),
                 kl_by_source={s: v.get("kl_to_dense") for s, v in src.items()},
                 uniform_kl=h.get("uniform_kl"), uniform_kl_by_source={s: v.get("uniform_kl") for s, v in src.items()},
-                as_trained_kl=(c.get("as_trained") or {}).get("kl_to_dense"), distance_from_drop=c.get("distance_from_drop"))
+                as_trained_kl=(c.get("as_trained") or {}).get("kl_to_dense"),
+                distance_from_drop=c.get("distance_from_drop"))
 
 def combine_results(output_dir, statuses) -> dict:
     "Combine every run's `results.json` with its status into one record per run: headline measures with 95% intervals."
@@ -357,18 +361,20 @@ def point_config(cfg: RunConfig, plan, k, method=None) -> RunConfig:
 
 # %% ../nbs/08_experiments.ipynb #f327d372
 def sweep_tasks(cfg: RunConfig, methods, plans, ks, seeds=None) -> list:
-    "`(method, config, run name)` of every run of a sweep: plan-free methods once, trained ones per seed (extra seeds last)."
+    "`(method, config, run name)` of each run of a sweep: plan-free methods once, trained ones per seed (extras last)."
     methods, tasks = check_methods(methods), []
     for plan in plans:
         for k in ks:
             for m in methods:
                 if m in PLAN_FREE and (plan != plans[0] or (m == "dense" and k != ks[0])): continue
                 for sd in (list(dict.fromkeys(seeds)) if seeds and m in TRAINED else [cfg.seed]):
-                    tasks.append((m, dataclasses.replace(point_config(cfg, plan, k, m), seed=sd), run_name(m, sd, cfg.seed)))
+                    c = dataclasses.replace(point_config(cfg, plan, k, m), seed=sd)
+                    tasks.append((m, c, run_name(m, sd, cfg.seed)))
     return sorted(tasks, key=lambda t: t[1].seed != cfg.seed)  # every point first, then the spread over seeds
 
 # %% ../nbs/08_experiments.ipynb #06ef06c8
-def _run_task(task, overwrite): m, c, name = task; return run_method(m, c, overwrite, name=name) | dict(output_dir=c.output_dir)
+def _run_task(task, overwrite):
+    m, c, name = task; return run_method(m, c, overwrite, name=name) | dict(output_dir=c.output_dir)
 
 def run_tasks(tasks, overwrite=False, jobs=1, verbose=True) -> list:
     "Run the sweep's method notebooks, `jobs` at a time (each papermill run is its own kernel process)."
@@ -376,7 +382,8 @@ def run_tasks(tasks, overwrite=False, jobs=1, verbose=True) -> list:
     with ThreadPoolExecutor(max(1, jobs)) as pool:
         for st in pool.map(_run_task, tasks, [overwrite] * len(tasks)):
             out.append(st)
-            if verbose: print(f"{st['output_dir']}/{st['run']}: {st['status']}" + (f" ({st['error']})" if "error" in st else ""), flush=True)
+            err = f" ({st['error']})" if "error" in st else ""
+            if verbose: print(f"{st['output_dir']}/{st['run']}: {st['status']}{err}", flush=True)
     return out
 
 # %% ../nbs/08_experiments.ipynb #7c3800d9
@@ -389,7 +396,8 @@ def sweep_runs(output_dir) -> dict:
         d = res.parent
         if not res.exists() or not (d.name.split("_seed")[0] in METHODS): continue
         r = json.loads((d/"results.json").read_text()) if (d/"results.json").exists() else {}
-        st = dict(run=d.name, method=r.get("method", d.name.split("_seed")[0]), seed=r.get("seed"), status="done" if r else "unfinished")
+        st = dict(run=d.name, method=r.get("method", d.name.split("_seed")[0]), seed=r.get("seed"),
+                  status="done" if r else "unfinished")
         pts.setdefault(d.parent.relative_to(out).as_posix(), []).append(st)
     return pts
 
@@ -403,24 +411,26 @@ def _row(point, name, r) -> dict:
                 status=r.get("status"), accuracy=r.get("average_accuracy"), accuracy_lo=ci("average_accuracy", 0),
                 accuracy_hi=ci("average_accuracy", 1), gold_logprob=r.get("mean_gold_logprob"), kl=r.get("kl_to_dense"),
                 kl_lo=ci("kl_to_dense", 0), kl_hi=ci("kl_to_dense", 1), perplexity=r.get("perplexity"),
-                **{f"kl_{s}": v for s, v in (r.get("kl_by_source") or {}).items()}, as_trained_kl=r.get("as_trained_kl"),
+                **{f"kl_{s}": v for s, v in (r.get("kl_by_source") or {}).items()},
+                as_trained_kl=r.get("as_trained_kl"),
                 distance_from_drop=float(np.mean(dd)) if dd else None,
                 alphas=" ".join(f"{a:.3f}" for a in r["alphas"]) if r.get("alphas") else "")
 
 def sweep_table(output_dir, statuses=None) -> dict:
-    "Combine a sweep folder: `rows` (one per run), per-point `comparisons` and `seeds`, the uniform-guess KL (all, per source)."
+    "A sweep folder combined: `rows` (one per run), per-point `comparisons` and `seeds`, the uniform-guess KL."
     out, rows, comps, seeds, uni = Path(output_dir), [], {}, {}, {}
     failed = {(Path(s["output_dir"]).resolve(), s["run"]): s for s in statuses or [] if s["status"] == "failed"}
     for point, sts in sweep_runs(out).items():
-        sts = [failed.get(((out/point).resolve(), st["run"]), st) for st in sts]  # this call's failures, with their errors
+        sts = [failed.get(((out/point).resolve(), st["run"]), st) for st in sts]  # this call's failures, with errors
         comb = combine_results(out/point, sts)
         rows += [_row("dense" if point == "." else point, n, r) for n, r in comb.items()]
         comps[point] = paired_comparisons(out/point, comb, SWEEP_BASELINES, runs=tuple(TRAINED))
         seeds[point] = seed_summary(comb)
         uni |= {s: v for r in comb.values() for s, v in (r.get("uniform_kl_by_source") or {}).items() if v is not None}
         uni |= {"all": r["uniform_kl"] for r in comb.values() if r.get("uniform_kl") is not None}
-    return dict(rows=rows, comparisons={p: c for p, c in comps.items() if c}, seeds={p: s for p, s in seeds.items() if s},
-                uniform_kl=uni.pop("all", None), uniform_kl_by_source=uni, failed=list(failed.values()))
+    comps, seeds = {p: c for p, c in comps.items() if c}, {p: s for p, s in seeds.items() if s}
+    return dict(rows=rows, comparisons=comps, seeds=seeds, uniform_kl=uni.pop("all", None), uniform_kl_by_source=uni,
+                failed=list(failed.values()))
 
 # %% ../nbs/08_experiments.ipynb #9cb37553
 def write_sweep(output_dir, combined) -> None:
@@ -435,7 +445,8 @@ def kl_table(rows, plan) -> str:
     "KL to dense [95% CI] of one plan: a row per method (and seed), a column per k."
     ks = sorted({r["k"] for r in rows if r["plan"] == plan})
     sel = [r for r in rows if r["plan"] in (plan, "-") and (r["k"] in ks or r["method"] == "dense")]
-    cell = lambda r: f"{r['kl']:.3f} [{r['kl_lo']:.3f}, {r['kl_hi']:.3f}]" if r.get("kl_lo") is not None else _fmt(r.get("kl"))
+    ci = lambda r: f"{r['kl']:.3f} [{r['kl_lo']:.3f}, {r['kl_hi']:.3f}]"
+    cell = lambda r: ci(r) if r.get("kl_lo") is not None else _fmt(r.get("kl"))
     names = list(dict.fromkeys(r["run"] for r in sel if r["method"] != "dense"))
     grid = [[n] + [next((cell(r) for r in sel if r["run"] == n and r["k"] == k), "-") for k in ks] for n in names]
     return _table(["run"] + [f"k={k}" for k in ks], grid)
@@ -446,7 +457,8 @@ def sweep_report(combined) -> str:
     parts = [f"KL(dense || model), plan {p}:\n" + kl_table(combined["rows"], p) for p in plans]
     flat = {f"{pt} {m}": bs for pt, c in combined["comparisons"].items() for m, bs in c.items()}
     if flat: parts.append("Paired differences, run minus baseline, per point:\n" + comparisons_table(flat))
-    if combined.get("failed"): parts.append("Failed: " + ", ".join(f"{s['output_dir']}/{s['run']}" for s in combined["failed"]))
+    failed = [f"{s['output_dir']}/{s['run']}" for s in combined.get("failed") or []]
+    if failed: parts.append("Failed: " + ", ".join(failed))
     return "\n\n".join(parts)
 
 # %% ../nbs/08_experiments.ipynb #1e3fd44e
@@ -464,8 +476,8 @@ def run_sweep(cfg: RunConfig, methods, plans, ks, seeds=None, overwrite=False, j
 def report_sweep(output_dir, write=True, verbose=True) -> dict:
     "Rebuild a sweep's long table, comparisons and report from its finished run folders alone."
     out = Path(output_dir); cfg = json.loads((out/"config.json").read_text())
-    combined = dict(config={k: v for k, v in cfg.items() if k not in ("seeds", "plans", "ks")}, plans=cfg["plans"], ks=cfg["ks"],
-                    runs=[]) | sweep_table(out)
+    run_cfg = {k: v for k, v in cfg.items() if k not in ("seeds", "plans", "ks")}
+    combined = dict(config=run_cfg, plans=cfg["plans"], ks=cfg["ks"], runs=[]) | sweep_table(out)
     if write: write_sweep(out, combined)
     if verbose: print(sweep_report(combined))
     return combined

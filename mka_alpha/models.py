@@ -99,14 +99,15 @@ def get_layers(model) -> torch.nn.ModuleList:
 
 # %% ../nbs/00_models.ipynb #d97f4c68
 def model_num_layers(name_or_path=DEFAULT_MODEL, **tiny_kwargs) -> int:
-    "The number of decoder blocks of a model, read from its config alone (no weights are loaded): commands check flags with it."
+    "The number of decoder blocks of a model, read from its config alone (no weights loaded): commands check flags."
     name = str(name_or_path)
     if name == TINY_MODEL: return tiny_llama_config(**tiny_kwargs).num_hidden_layers
     if name == DEFAULT_MODEL and not (cache_dir()/"smollm2-135m-instruct"/"config.json").exists():
         g = smollm2_gguf(); return AutoConfig.from_pretrained(g.parent, gguf_file=g.name).num_hidden_layers
     path = str(default_model_dir()) if name == DEFAULT_MODEL else name
     if (path.startswith(("/", ".", "~")) or path.count("/") > 1) and not Path(path).expanduser().is_dir():
-        raise FileNotFoundError(f"Model folder {name!r} does not exist: give an existing folder, a Hugging Face id, or {DEFAULT_MODEL!r}.")
+        raise FileNotFoundError(f"Model folder {name!r} does not exist: give an existing folder, a Hugging Face id, "
+                                f"or {DEFAULT_MODEL!r}.")
     try: cfg = AutoConfig.from_pretrained(str(Path(path).expanduser()) if Path(path).expanduser().exists() else path)
     except OSError as e: raise FileNotFoundError(f"No config for model {name!r} ({str(e).splitlines()[0]}).") from e
     return getattr(cfg, "text_config", cfg).num_hidden_layers

@@ -142,7 +142,8 @@ def build_plan(name, num_layers, num_layer, S=None, block_influence=None) -> Mer
     if name == "mka_backward": return mka_backward(num_layers, num_layer)
     need = dict(similar_pairs=("similarity matrix", S), bi_merge=("Block Influence", block_influence))[name]
     if need[1] is None: raise ValueError(f"Plan {name!r} needs the {need[0]}.")
-    if len(need[1]) != num_layers: raise ValueError(f"The {need[0]} covers {len(need[1])} blocks, the model has {num_layers}.")
+    if len(need[1]) != num_layers:
+        raise ValueError(f"The {need[0]} covers {len(need[1])} blocks, the model has {num_layers}.")
     return similar_pairs(S, num_layer) if name == "similar_pairs" else bi_merge(block_influence, num_layer)
 
 # %% ../nbs/03_plans.ipynb #20791127
@@ -172,7 +173,8 @@ def distance_from_drop(plan: MergePlan, alphas) -> list:
 def skipping(model, blocks):
     "Temporarily remove `blocks` (original indices) from `model`; the model is restored exactly on exit."
     cfg, layers = model.config, list(get_layers(model))
-    saved = (cfg.num_hidden_layers, getattr(cfg, "layer_types", None), [(m, m.layer_idx) for m in model.modules() if hasattr(m, "layer_idx")])
+    idx = [(m, m.layer_idx) for m in model.modules() if hasattr(m, "layer_idx")]
+    saved = (cfg.num_hidden_layers, getattr(cfg, "layer_types", None), idx)
     remove_layers(model, blocks)
     try: yield model
     finally:

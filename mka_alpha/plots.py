@@ -158,7 +158,8 @@ def curve(rows, method, key="kl", plan=None) -> tuple:
 # %% ../nbs/09_plots.ipynb #9375dcaf
 def _line(ax, rows, method, key, plan, i, label=None):
     x, m, lo, hi = curve(rows, method, key, plan)
-    if len(x): ax.plot(x, m, "o-", c=f"C{i}", label=label or method, ms=3); ax.fill_between(x, lo, hi, color=f"C{i}", alpha=.2)
+    if not len(x): return
+    ax.plot(x, m, "o-", c=f"C{i}", label=label or method, ms=3); ax.fill_between(x, lo, hi, color=f"C{i}", alpha=.2)
 
 def plot_curves(sweep, path, plan) -> Path:
     "KL to dense (log) and gold-letter log-prob against the fraction removed, for `plan`, one line per method."
@@ -168,7 +169,8 @@ def plot_curves(sweep, path, plan) -> Path:
     if sweep.get("uniform_kl"): a.axhline(sweep["uniform_kl"], ls="--", c="k", lw=1, label="uniform guess")
     dense = [r["gold_logprob"] for r in rows if r["method"] == "dense" and r.get("gold_logprob") is not None]
     if dense: b.axhline(dense[0], ls=":", c="k", lw=1, label="dense")
-    a.set(yscale="log", xlabel="fraction of blocks removed", ylabel="KL(dense || model), nats/token", title=f"{plan}: KL")
+    a.set(yscale="log", xlabel="fraction of blocks removed", ylabel="KL(dense || model), nats/token",
+          title=f"{plan}: KL")
     b.set(xlabel="fraction of blocks removed", ylabel="mean log p(gold letter)", title=f"{plan}: MMLU gold log-prob")
     a.legend(fontsize=7); return _save(fig, path)
 
@@ -180,7 +182,8 @@ def plot_plans(sweep, path, method="fixed_05") -> Path:
     for i, p in enumerate(plans): _line(ax, [r for r in rows if r["plan"] == p], method, "kl", p, i, label=p)
     _line(ax, rows, "shortgpt", "kl", None, len(plans))
     if sweep.get("uniform_kl"): ax.axhline(sweep["uniform_kl"], ls="--", c="k", lw=1, label="uniform guess")
-    ax.set(yscale="log", xlabel="fraction of blocks removed", ylabel="KL(dense || model)", title=f"{method}: plan against plan")
+    ax.set(yscale="log", xlabel="fraction of blocks removed", ylabel="KL(dense || model)",
+           title=f"{method}: plan against plan")
     ax.legend(fontsize=7); return _save(fig, path)
 
 # %% ../nbs/09_plots.ipynb #d8b8c805
