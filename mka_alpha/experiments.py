@@ -14,7 +14,7 @@ from .models import DEFAULT_MODEL, TINY_MODEL, load_model, get_layers
 from .data import load_mmlu, split_mmlu, prepare_calibration_dataloader
 from .similarity import model_similarity, save_similarity_matrix, load_similarity_matrix, plot_similarity, block_influence
 from .plans import (MergePlan, PLANS, build_plan, check_plan_name, shortgpt, remove_layers, resolve_num_layer,
-                             drop_best, distance_from_drop)
+                             drop_best, distance_from_drop, mean_alpha)
 from .training import DEFAULT_LR, DEFAULT_STEPS, replace_layers_with_mergeable, train_alpha_parameters
 from .fusion import fuse_plan, drop_layers, fuse_mergeable_layers, collect_mlp_alphas, save_fused, count_params
 from .evaluation import evaluate_model, dense_reference, heldout_sources, heldout_measures, _atomic_write
@@ -122,9 +122,8 @@ def _train(method, model, tok, plan, S, splits, cfg, dense=None):
                                         cfg.calibration_batch_size, cfg.max_length, cfg.seed)
     hist = train_alpha_parameters(model, dl, cfg.alpha_training_steps, cfg.alpha_learning_rate, cfg.loss, seed=cfg.seed)
     if method == "learned_mlp": collect_mlp_alphas(model, dl)  # fused with the mean alpha it predicted
-    texts = heldout_sources(splits, tok, heldout_tokens=cfg.heldout_tokens)
-    shipped_is_trained = method == "learned_weight"
-    trained = _brief(heldout_measures(model, tok, texts, dense, cfg.max_length)) if dense and not shipped_is_trained else None
+    shipped_is_trained = method == "learned_weight"  # the reference holds the held-out texts' ids: no re-tokenising
+    trained = _brief(heldout_measures(model, tok, None, dense, cfg.max_length)) if dense and not shipped_is_trained else None
     info = fuse_mergeable_layers(model) | dict(as_trained=trained, calibration_pool=len(splits.flat("calibration")),
                                                calibration_used=len(dl.dataset))
     return info, dict(loss=hist.loss, alphas=hist.alphas, seconds_per_step=hist.seconds_per_step)
@@ -210,7 +209,7 @@ def run_records(run_dir) -> list:
 def _alphas(r):
     c = r.get("compression") or {}
     a = c.get("fused_alphas") or c.get("learned_alphas")
-    return [float(np.mean(list(x.values()))) if isinstance(x, dict) else float(x) for x in a] if a else None
+    return [mean_alpha(x) for x in a] if a else None
 
 # %% ../nbs/08_experiments.ipynb #b1c06a61
 def _extra(r) -> dict:

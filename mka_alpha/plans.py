@@ -15,7 +15,7 @@ from .similarity import check_similarity
 # %% auto #0
 __all__ = ['PLANS', 'check_num_layer', 'num_layer_from_ratio', 'resolve_num_layer', 'check_plan', 'MergePlan', 'mka_backward',
            'similar_pairs', 'drop', 'shortgpt', 'remove_layers', 'bi_merge', 'check_plan_name', 'build_plan',
-           'plan_groups', 'block_shares', 'distance_from_drop', 'skipping', 'drop_best']
+           'plan_groups', 'mean_alpha', 'block_shares', 'distance_from_drop', 'skipping', 'drop_best']
 
 # %% ../nbs/03_plans.ipynb #8c8b9142
 def check_num_layer(num_layer, num_layers) -> int:
@@ -154,13 +154,15 @@ def plan_groups(plan: MergePlan) -> dict:
     return {l: g for l, g in groups.items() if len(g) > 1}
 
 # %% ../nbs/03_plans.ipynb #53715a61
-def _mean_alpha(a): return float(np.mean(list(a.values()))) if isinstance(a, dict) else float(a)
+def mean_alpha(a) -> float:
+    "A pair's alpha as one number: a float, or the mean of per-tensor alphas (a dict)."
+    return float(np.mean(list(a.values()))) if isinstance(a, dict) else float(a)
 
 def block_shares(plan: MergePlan, alphas) -> dict:
     "`{survivor: {block: share}}`: each original block's weight in the fused block that holds it."
     alphas = [alphas] * len(plan.steps) if isinstance(alphas, (int, float, dict)) else list(alphas)
     sh = {i: {i: 1.0} for i in range(plan.num_layers)}
-    for (l, m), a in zip(plan.steps, map(_mean_alpha, alphas)):
+    for (l, m), a in zip(plan.steps, map(mean_alpha, alphas)):
         sh[l] = {b: a * w for b, w in sh[l].items()} | {b: (1 - a) * w for b, w in sh.pop(m).items()}
     return {l: s for l, s in sh.items() if len(s) > 1}
 

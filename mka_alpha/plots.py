@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import matplotlib
 import matplotlib.pyplot as plt
+from .plans import mean_alpha
 
 # %% auto #0
 __all__ = ['plot_training', 'load_results', 'bar_errors', 'plot_accuracy', 'learned_alphas', 'plot_alpha_hist',
@@ -70,7 +71,7 @@ def learned_alphas(comb) -> dict:
     for m, r in comb.get("details", {}).items():
         c = r.get("compression") or {}
         if c.get("fused_alphas") is not None and m.startswith("learned"):
-            out[m] = (c["pairs"], [float(np.mean(list(a.values()))) if isinstance(a, dict) else float(a) for a in c["fused_alphas"]],
+            out[m] = (c["pairs"], [mean_alpha(a) for a in c["fused_alphas"]],
                       c.get("similarity_scores"))
     return out
 
