@@ -9,18 +9,20 @@ from dataclasses import asdict
 from pathlib import Path
 from .models import DEFAULT_MODEL, load_model, get_layers, model_num_layers
 from .plans import PLANS, check_plan_name, resolve_num_layer
-from .data import load_mmlu, split_mmlu
+from .data import PROTOCOLS, check_data_dir, read_calibration_data
+from .similarity import load_similarity_matrix
+from .utils import CommandParser, command_errors, flag_error, at_least
 from .training import DEFAULT_LR, DEFAULT_STEPS, ALPHA_INIT_STRATEGIES
 from .fusion import save_fused
-from .evaluation import evaluate_model, _atomic_write
+from .evaluation import evaluate_model
 from .experiments import (RunConfig, METHODS, SEED_METHODS, check_methods, similarity_assets, dense_assets,
                                    make_plan, compress, run_experiments, run_ablation, report_folder, TRAINED,
                                    run_sweep, report_sweep, is_sweep)
 from .plots import plot_training
 
 # %% auto #0
-__all__ = ['pipeline_parser', 'check_points', 'pipeline_method', 'pipeline_config', 'run_pipeline', 'pipeline_main',
-           'evaluate_parser', 'evaluate_config', 'evaluate_methods_main', 'sweep_points']
+__all__ = ['pipeline_parser', 'check_run_flags', 'check_points', 'pipeline_method', 'pipeline_config', 'run_pipeline',
+           'pipeline_main', 'evaluate_parser', 'evaluate_config', 'evaluate_methods_main', 'sweep_points']
 
 # %% ../nbs/10_cli.ipynb #402b2942
 def _common(p):
@@ -31,34 +33,50 @@ def _common(p):
                    help="which blocks merge (mka_backward: the paper's order)")
     p.add_argument("--loss", default="kd", choices=["kd", "lm"]); p.add_argument("--seed", type=int, default=0)
     p.add_argument("--alpha_init_strategy", default="uniform", choices=list(ALPHA_INIT_STRATEGIES))
-    p.add_argument("--eval_limit", type=int, default=None, help="evaluate at most this many MMLU questions")
-    p.add_argument("--ntrain", type=int, default=5, help="few-shot examples per MMLU prompt")
+    p.add_argument("--eval_limit", type=at_least(1), default=None, help="evaluate at most this many MMLU questions")
+    p.add_argument("--ntrain", type=at_least(0), default=5, help="few-shot examples per MMLU prompt")
+    p.add_argument("--protocol", default=None, choices=PROTOCOLS,
+                   help="MMLU protocol (default: standard when the data has dev and val splits, else test-carved)")
+    p.add_argument("--calibration_data", default=None,
+                   help="a .jsonl ('text' per line) or .txt corpus to calibrate on instead of MMLU questions")
     p.add_argument("--device", default=None); p.add_argument("--dtype", default=None)
     p.add_argument("--tag", default=None, help="a run name: outputs go to OUTPUT_DIR/TAG")
-    p.add_argument("--heldout_tokens", type=int, default=RunConfig.heldout_tokens,
+    p.add_argument("--heldout_tokens", type=at_least(0), default=RunConfig.heldout_tokens,
                    help="tokens of pydoc prose added to the held-out MMLU text for KL and perplexity")
     return p
 
 def pipeline_parser() -> argparse.ArgumentParser:
-    p = _common(argparse.ArgumentParser(prog="mka-pipeline", description="Merge layers (MKA), optionally learning alpha."))
+    p = _common(CommandParser(prog="mka-pipeline", description="Merge layers (MKA), optionally learning alpha."))
     p.add_argument("--num_layer", type=int, default=None, help="blocks to remove (default: an eighth of them)")
     p.add_argument("--target_compression", type=float, default=None, help="alternative to --num_layer: removed/total ratio")
     p.add_argument("--use_learnable_alpha", action="store_true"); p.add_argument("--use_mlp_merge", action="store_true")
     p.add_argument("--merge_mode", default=None, choices=["simple", "mlp", "weight"], help="trained mode (default simple)")
     p.add_argument("--alpha_training_steps", type=int, default=DEFAULT_STEPS)
     p.add_argument("--alpha_learning_rate", type=float, default=DEFAULT_LR)
-    p.add_argument("--calibration_samples", type=int, default=1000); p.add_argument("--calibration_batch_size", type=int, default=4)
+    p.add_argument("--calibration_samples", type=at_least(1), default=1000)
+    p.add_argument("--calibration_batch_size", type=at_least(1), default=4)
     p.add_argument("--output_dir", default=None, help="default merged_weights/ (merged_weights_mlp/ with --use_mlp_merge)")
     p.add_argument("--evaluate", action="store_true", help="evaluate the merged model on MMLU (see --eval_limit)")
     return p
 
 # %% ../nbs/10_cli.ipynb #09d3bb33
+def check_run_flags(cfg: RunConfig) -> int:
+    "Check the model, data, calibration corpus and similarity matrix of `cfg` (nothing loaded); the block count."
+    L = flag_error("--model_path", model_num_layers, cfg.model_path)
+    flag_error("--data_dir", check_data_dir, cfg.data_dir)
+    if cfg.protocol == "standard": flag_error("--protocol", lambda: cfg.splits())
+    if cfg.calibration_data: flag_error("--calibration_data", read_calibration_data, cfg.calibration_data)
+    if cfg.similarity_matrix and Path(cfg.similarity_matrix).exists():  # a new path: computed and saved there
+        flag_error("--similarity_matrix", load_similarity_matrix, cfg.similarity_matrix, L)
+    return L
+
 def check_points(cfg: RunConfig, plans, num_layers, values=None, flag=None) -> list:
     "Blocks to remove at each `--num_layer`/`--target_compression` value (`values`), each checked; plans too."
-    for pl in plans: check_plan_name(pl)
-    if not values: return [cfg.resolved_num_layer(num_layers)]
-    try: return list(dict.fromkeys(resolve_num_layer(num_layers, **{flag: v}) for v in values))
-    except ValueError as e: raise ValueError(f"--{flag}: {e}") from None
+    for pl in plans: flag_error("--plans", check_plan_name, pl)
+    if not values:
+        flag = "--num_layer" if cfg.num_layer is not None else "--target_compression"
+        return [flag_error(flag, cfg.resolved_num_layer, num_layers)]
+    return list(dict.fromkeys(flag_error(f"--{flag}", resolve_num_layer, num_layers, **{flag: v}) for v in values))
 
 # %% ../nbs/10_cli.ipynb #9aca4597
 def pipeline_method(a) -> str:
@@ -81,7 +99,7 @@ def run_pipeline(cfg: RunConfig, method: str, evaluate=False) -> dict:
     "Compress with `method` and write model, `learned_alphas.json`, similarity matrix and plots into `cfg.output_dir`."
     out = Path(cfg.output_dir); out.mkdir(parents=True, exist_ok=True)
     model, tok = load_model(cfg.model_path, device=cfg.device, dtype=cfg.dtype)
-    splits = split_mmlu(load_mmlu(cfg.data_dir), k=cfg.ntrain)
+    splits = cfg.splits()
     S, bi = similarity_assets(cfg, model, tok, splits)
     dense = dense_assets(cfg, model, tok, splits) if evaluate else None
     plan = make_plan(cfg, S, len(get_layers(model)), bi)
@@ -96,29 +114,29 @@ def run_pipeline(cfg: RunConfig, method: str, evaluate=False) -> dict:
 def pipeline_main(argv=None):
     "Console entry `mka-pipeline` (the seeds' `pipeline.py` flags); prints the alphas it fused."
     p = pipeline_parser(); a = p.parse_args(argv)
-    try:
+    with command_errors(p, a.debug):
         method, cfg = pipeline_method(a), pipeline_config(a)
-        check_points(cfg, [cfg.plan], model_num_layers(cfg.model_path))
-    except (ValueError, FileNotFoundError) as e: p.error(str(e))
-    info = run_pipeline(cfg, method, evaluate=a.evaluate or a.eval_limit is not None)
+        check_points(cfg, [cfg.plan], check_run_flags(cfg))
+        info = run_pipeline(cfg, method, evaluate=a.evaluate or a.eval_limit is not None)
     print(json.dumps({k: info.get(k) for k in ("method", "pairs", "learned_alphas", "fused_alphas", "removed_layers")}))
 
 # %% ../nbs/10_cli.ipynb #670ca43c
 def evaluate_parser() -> argparse.ArgumentParser:
-    p = _common(argparse.ArgumentParser(prog="mka-evaluate", description="Compare merge methods on MMLU (papermill runs)."))
+    p = _common(CommandParser(prog="mka-evaluate", description="Compare merge methods on MMLU (papermill runs)."))
     p.add_argument("--output_dir", default="./experiments"); p.add_argument("--include_mlp", action="store_true")
     p.add_argument("--num_layer", type=int, nargs="+", default=None,
                    help="blocks to remove; several values make a sweep")
     p.add_argument("--target_compression", type=float, nargs="+", default=None,
                    help="alternative to --num_layer: ratios")
     p.add_argument("--plans", nargs="+", default=None, help=f"several plans make a sweep (any of {', '.join(PLANS)})")
-    p.add_argument("--jobs", type=int, default=1, help="method notebooks run at once in a sweep")
+    p.add_argument("--jobs", type=at_least(1), default=1, help="method notebooks run at once in a sweep")
     p.add_argument("--no_save_model", action="store_true", help="do not keep each run's fused model folder (disk)")
     p.add_argument("--methods", nargs="+", default=None, help=f"any of {', '.join(METHODS)} (default: the seeds' methods)")
     p.add_argument("--num_training_steps", type=int, default=DEFAULT_STEPS); p.add_argument("--learning_rate", type=float, default=DEFAULT_LR)
-    p.add_argument("--batch_size", type=int, default=4, help="calibration batch size")
-    p.add_argument("--num_calibration_samples", type=int, default=1000)
-    p.add_argument("--eval_batch_size", type=int, default=16); p.add_argument("--similarity_samples", type=int, default=256)
+    p.add_argument("--batch_size", type=at_least(1), default=4, help="calibration batch size")
+    p.add_argument("--num_calibration_samples", type=at_least(1), default=1000)
+    p.add_argument("--eval_batch_size", type=at_least(1), default=16)
+    p.add_argument("--similarity_samples", type=at_least(8), default=256)
     p.add_argument("--overwrite", action="store_true", help="re-run finished methods")
     p.add_argument("--ablation", action="store_true", help="also run the training steps / learning rate sweep")
     p.add_argument("--report_only", action="store_true", help="run nothing: re-combine the finished runs in --output_dir and print the tables")
@@ -141,12 +159,14 @@ def evaluate_config(a) -> tuple:
 def evaluate_methods_main(argv=None):
     "Console entry `mka-evaluate` (the seeds' `evaluate_methods.py` flags); prints the comparison table."
     p = evaluate_parser(); a = p.parse_args(argv)
-    if a.report_only: (report_sweep if is_sweep(a.output_dir) else report_folder)(a.output_dir); return
-    try: cfg, methods = evaluate_config(a); plans, ks = sweep_points(a, cfg, model_num_layers(cfg.model_path))
-    except (ValueError, FileNotFoundError) as e: p.error(str(e))
-    if len(plans) > 1 or len(ks) > 1: run_sweep(cfg, methods, plans, ks, a.seeds, a.overwrite, a.jobs)
-    else: run_experiments(dataclasses.replace(cfg, plan=plans[0]), methods, a.overwrite, seeds=a.seeds)
-    if a.ablation: run_ablation(cfg, overwrite=a.overwrite)
+    with command_errors(p, a.debug):
+        if a.report_only and not Path(a.output_dir).is_dir(): raise FileNotFoundError(
+            f"--output_dir {a.output_dir} does not exist: --report_only needs the folder of an earlier run.")
+        if a.report_only: return (report_sweep if is_sweep(a.output_dir) else report_folder)(a.output_dir) and None
+        cfg, methods = evaluate_config(a); plans, ks = sweep_points(a, cfg, check_run_flags(cfg))
+        if len(plans) > 1 or len(ks) > 1: run_sweep(cfg, methods, plans, ks, a.seeds, a.overwrite, a.jobs)
+        else: run_experiments(dataclasses.replace(cfg, plan=plans[0]), methods, a.overwrite, seeds=a.seeds)
+        if a.ablation: run_ablation(cfg, overwrite=a.overwrite)
 
 # %% ../nbs/10_cli.ipynb #df2cbdb6
 def sweep_points(a, cfg: RunConfig, num_layers) -> tuple:

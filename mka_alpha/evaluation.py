@@ -4,24 +4,25 @@
 
 # %% ../nbs/07_evaluation.ipynb #a60a8b0b
 from __future__ import annotations
-import argparse, json, math, os, time
+import importlib.util, json, math, os, time
 from collections import defaultdict
 from contextlib import contextmanager
 from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 from transformers import DynamicCache
-from .models import load_model, default_device_dtype
+from .models import load_model, default_device_dtype, model_num_layers
+from .utils import CommandParser, command_errors, flag_error, at_least
 from .stats import accuracy_ci, heldout_ci
 from .similarity import _atomic_write as _write_atomically
 from .data import (LETTERS, SUBJECT_CATEGORIES, MMLUQuestion, check_subjects, format_example, format_subject,
-                            load_mmlu, split_mmlu)
+                            load_mmlu, split_mmlu, load_splits, check_data_dir, PROTOCOLS)
 
 # %% auto #0
 __all__ = ['letter_token_ids', 'prefix_text', 'encode_subject', 'score_plain', 'score_batch', 'prefix_kv', 'score_suffixes',
            'select_questions', 'sdpa_gqa', 'score_mmlu', 'summarize', 'heldout_texts', 'pydoc_texts', 'heldout_sources',
            'token_logprobs', 'dense_reference', 'heldout_measures', 'save_run', 'n_params', 'evaluate_model',
-           'eval_parser', 'evaluate_main']
+           'eval_parser', 'check_eval_flags', 'evaluate_main']
 
 # %% ../nbs/07_evaluation.ipynb #64ed1df2
 def _tok_name(tokenizer): return getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
@@ -144,7 +145,9 @@ def select_questions(splits, subjects=None, limit=None, per_subject=None) -> dic
 
 # %% ../nbs/07_evaluation.ipynb #fb9c4866
 def _records(subject, questions, logprobs) -> list:
-    return [dict(subject=subject, index=i, gold=q.answer, pred=LETTERS[int(lp.argmax())], logprobs=[round(float(x), 6) for x in lp])
+    "One record per question: its identity (subject, index in the source's test split, `qid`), gold, pred, log-probs."
+    return [dict(subject=subject, index=q.index if q.index >= 0 else i, qid=q.qid, gold=q.answer,
+                 pred=LETTERS[int(lp.argmax())], logprobs=[round(float(x), 6) for x in lp])
             for i, (q, lp) in enumerate(zip(questions, logprobs))]
 
 # %% ../nbs/07_evaluation.ipynb #3e33e8d4
@@ -440,44 +443,78 @@ def evaluate_model(model, tok, splits, k=5, batch_size=16, subjects=None, limit=
                                  mmlu_seconds=st["seconds"], questions_per_s=st["questions_per_s"], tokens=dict(st))
     if heldout:
         res["heldout"] = heldout_measures(model, tok, heldout_sources(splits, tok, subjects, heldout_tokens), dense)
-    res["wall_time_s"] = time.perf_counter() - t0; res |= meta or {}
+    res["wall_time_s"] = time.perf_counter() - t0; res |= splits.data_info | (meta or {})
     if out_dir is not None: save_run(out_dir, res, recs)
     return res
 
 # %% ../nbs/07_evaluation.ipynb #050d0e0a
-def eval_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mka-eval", description="k-shot MMLU, perplexity and KL to the dense model of one model.")
+def eval_parser() -> CommandParser:
+    p = CommandParser(prog="mka-eval", description="k-shot MMLU, perplexity and KL to the dense model of one model.")
     p.add_argument("--model_path", default="smollm2-135m", help="model folder, HF id, 'smollm2-135m' or 'tiny-llama'")
     p.add_argument("--data_dir", default=None, help="Hendrycks MMLU folder or 'cais/mmlu' (default: packaged MMLU)")
+    p.add_argument("--protocol", default=None, choices=PROTOCOLS, help="default: standard when dev and val exist")
     p.add_argument("--output_dir", default="runs/eval", help="run folder for results.json and predictions.jsonl")
-    p.add_argument("--ntrain", "-k", type=int, default=5, help="few-shot examples per prompt")
-    p.add_argument("--eval_limit", type=int, default=None, help="at most this many questions in total (spread over subjects)")
-    p.add_argument("--per_subject", type=int, default=None, help="at most this many questions per subject")
+    p.add_argument("--ntrain", "-k", type=at_least(0), default=5, help="few-shot examples per prompt")
+    p.add_argument("--eval_limit", type=at_least(1), default=None, help="at most this many questions (over subjects)")
+    p.add_argument("--per_subject", type=at_least(1), default=None, help="at most this many questions per subject")
     p.add_argument("--subjects", nargs="*", default=None, help="subject names or categories")
-    p.add_argument("--batch_size", type=int, default=16)
+    p.add_argument("--batch_size", type=at_least(1), default=16)
     p.add_argument("--device", default=None); p.add_argument("--dtype", default=None)
     p.add_argument("--dense_model", default=None, help="dense model for KL(dense || model) on held-out text")
     p.add_argument("--dense_cache", default=None, help="file caching the dense reference (.pt)")
-    p.add_argument("--heldout_tokens", type=int, default=0,
+    p.add_argument("--heldout_tokens", type=at_least(0), default=0,
                    help="tokens of pydoc prose added to the held-out MMLU text for KL and perplexity")
     p.add_argument("--no_heldout", action="store_true", help="skip perplexity and KL")
+    p.add_argument("--lm_eval_tasks", nargs="+", default=None,
+                   help="also run these lm-evaluation-harness tasks (mka_mmlu: MMLU from --data_dir); needs [lmeval]")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 # %% ../nbs/07_evaluation.ipynb #85ee6615
+def check_eval_flags(a):
+    "Check `mka-eval`'s flags before anything loads: models, data, protocol, subjects, lm_eval."
+    flag_error("--model_path", model_num_layers, a.model_path); flag_error("--data_dir", check_data_dir, a.data_dir)
+    if a.dense_model: flag_error("--dense_model", model_num_layers, a.dense_model)
+    if a.subjects: flag_error("--subjects", check_subjects, a.subjects)
+    if a.lm_eval_tasks and importlib.util.find_spec("lm_eval") is None: raise ImportError(
+        '--lm_eval_tasks needs lm-evaluation-harness: pip install -e ".[lmeval]" (or pip install lm_eval).')
+    splits = flag_error("--protocol", load_splits, a.data_dir, a.ntrain, protocol=a.protocol)
+    select_questions(splits, a.subjects, a.eval_limit, a.per_subject); return splits
+
+def _lm_eval(model, tok, a) -> dict:
+    "lm-evaluation-harness's `--lm_eval_tasks` on the model in memory (`harness.run_lm_eval`), MMLU from `--data_dir`."
+    from mka_alpha.harness import run_lm_eval
+    return run_lm_eval(model, tok, load_mmlu(a.data_dir), a.lm_eval_tasks, k=a.ntrain, subjects=a.subjects,
+                       limit=a.per_subject, batch_size=a.batch_size)
+
+def _with_lm_eval(out_dir, res, lm) -> dict:
+    "Store lm_eval's metrics and its agreement with our records in `results.json`, its records beside ours."
+    from mka_alpha.harness import lm_eval_agreement
+    recs, ours = lm.pop("records"), [json.loads(l) for l in (Path(out_dir)/"predictions.jsonl").open()]
+    lm["agreement"] = lm_eval_agreement(ours, recs)
+    _atomic_write(Path(out_dir)/"lm_eval_predictions.jsonl", "".join(json.dumps(r) + "\n" for r in recs))
+    res["lm_eval"] = lm; _atomic_write(Path(out_dir)/"results.json", json.dumps(res, indent=2)); return res
+
+def _dense(a, tok, splits):
+    if not (a.dense_model or a.dense_cache) or a.no_heldout: return None
+    cached = a.dense_cache and Path(a.dense_cache).exists()
+    dm = load_model(a.dense_model, device=a.device, dtype=a.dtype)[0] if a.dense_model and not cached else None
+    return dense_reference(dm, tok, heldout_sources(splits, tok, a.subjects, a.heldout_tokens), a.dense_cache)
+
 def evaluate_main(argv=None):
     "Console entry `mka-eval`: evaluate one model folder, write `results.json` + `predictions.jsonl`, print the summary."
-    a = eval_parser().parse_args(argv)
-    model, tok = load_model(a.model_path, device=a.device, dtype=a.dtype)
-    splits, dense = split_mmlu(load_mmlu(a.data_dir), k=a.ntrain), None
-    if (a.dense_model or a.dense_cache) and not a.no_heldout:
-        dm = load_model(a.dense_model, device=a.device, dtype=a.dtype)[0] if a.dense_model and not (a.dense_cache and Path(a.dense_cache).exists()) else None
-        dense = dense_reference(dm, tok, heldout_sources(splits, tok, a.subjects, a.heldout_tokens), a.dense_cache)
-    meta = dict(model_path=str(a.model_path), device=str(_device(model)), dtype=str(next(model.parameters()).dtype), args=vars(a))
-    r = evaluate_model(model, tok, splits, a.ntrain, a.batch_size, a.subjects, a.eval_limit, a.per_subject, dense,
-                       heldout=not a.no_heldout, out_dir=a.output_dir, progress=not a.quiet, meta=meta,
-                       heldout_tokens=a.heldout_tokens)
+    p = eval_parser(); a = p.parse_args(argv)
+    with command_errors(p, a.debug):
+        splits = check_eval_flags(a)
+        model, tok = load_model(a.model_path, device=a.device, dtype=a.dtype)
+        meta = dict(model_path=str(a.model_path), device=str(_device(model)), dtype=str(next(model.parameters()).dtype),
+                    args=vars(a))
+        r = evaluate_model(model, tok, splits, a.ntrain, a.batch_size, a.subjects, a.eval_limit, a.per_subject,
+                           _dense(a, tok, splits), heldout=not a.no_heldout, out_dir=a.output_dir, progress=not a.quiet,
+                           meta=meta, heldout_tokens=a.heldout_tokens)
+        if a.lm_eval_tasks: r = _with_lm_eval(a.output_dir, r, _lm_eval(model, tok, a))
     ho = r.get("heldout") or {}
-    print(f"{r['n_questions']} questions: accuracy {r['average_accuracy']:.4f} (macro {r['macro_accuracy']:.4f}), mean gold log-prob "
-          f"{r['mean_gold_logprob']:.3f}, perplexity {ho.get('perplexity', float('nan')):.2f}, KL to dense {ho.get('kl_to_dense')}; "
+    print(f"{r['n_questions']} questions ({r['protocol']}): accuracy {r['average_accuracy']:.4f} (macro "
+          f"{r['macro_accuracy']:.4f}), mean gold log-prob {r['mean_gold_logprob']:.3f}, perplexity "
+          f"{ho.get('perplexity', float('nan')):.2f}, KL to dense {ho.get('kl_to_dense')}; "
           f"{r['questions_per_s']:.1f} q/s; wrote {a.output_dir}")

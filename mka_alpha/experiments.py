@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from .models import DEFAULT_MODEL, TINY_MODEL, load_model, get_layers
-from .data import load_mmlu, split_mmlu, prepare_calibration_dataloader
+from .data import MMLUSplits, load_splits, prepare_calibration_dataloader
 from .similarity import model_similarity, save_similarity_matrix, load_similarity_matrix, plot_similarity, block_influence
 from .plans import (MergePlan, PLANS, build_plan, check_plan_name, shortgpt, remove_layers, resolve_num_layer,
                              drop_best, distance_from_drop, mean_alpha)
@@ -23,12 +23,12 @@ from .stats import accuracy_ci, compare_records, compare_heldout, seed_spread, f
 # %% auto #0
 __all__ = ['FIXED', 'TRAINED', 'METHODS', 'SEED_METHODS', 'DEFAULT_TARGET_COMPRESSION', 'BASELINES', 'PLAN_FREE',
            'SWEEP_BASELINES', 'ABLATION_STEPS', 'ABLATION_LRS', 'check_methods', 'RunConfig', 'shared_dir',
-           'similarity_assets', 'dense_assets', 'make_plan', 'calibration_kl', 'compress', 'method_template',
-           'absolute_paths', 'run_name', 'run_method', 'run_records', 'combine_results', 'paired_comparisons',
-           'seed_summary', 'comparison_table', 'comparisons_table', 'seeds_table', 'prepare_shared', 'run_experiments',
-           'report', 'report_folder', 'point_config', 'sweep_tasks', 'run_tasks', 'sweep_runs', 'sweep_table',
-           'write_sweep', 'kl_table', 'sweep_report', 'run_sweep', 'report_sweep', 'is_sweep', 'ablation_configs',
-           'run_ablation']
+           'check_shared_data', 'similarity_assets', 'dense_assets', 'make_plan', 'calibration_kl', 'compress',
+           'method_template', 'absolute_paths', 'run_name', 'run_method', 'run_records', 'combine_results',
+           'check_protocols', 'paired_comparisons', 'seed_summary', 'comparison_table', 'comparisons_table',
+           'seeds_table', 'prepare_shared', 'run_experiments', 'report', 'report_folder', 'point_config', 'sweep_tasks',
+           'run_tasks', 'sweep_runs', 'sweep_table', 'write_sweep', 'kl_table', 'sweep_report', 'run_sweep',
+           'report_sweep', 'is_sweep', 'ablation_configs', 'run_ablation']
 
 # %% ../nbs/08_experiments.ipynb #0c7cacae
 FIXED = {"fixed_05": 0.5, "fixed_07": 0.7}
@@ -74,6 +74,11 @@ class RunConfig:
     heldout_tokens: int = 65536                 # pydoc prose tokens added to the held-out MMLU text (KL, perplexity)
     save_model: bool = True                     # keep each run's fused model (`models/`); sweeps may skip it
     drop_best_samples: int = 64                 # calibration texts that choose `drop_best`'s kept blocks
+    calibration_data: str | None = None         # a .jsonl/.txt corpus to calibrate on instead of MMLU questions
+    protocol: str | None = None                 # MMLU protocol: None picks standard when dev and val exist
+    def splits(self) -> MMLUSplits:
+        "The MMLU splits of this config (`data.load_splits`)."
+        return load_splits(self.data_dir, self.ntrain, self.calibration_data, self.protocol)
     def resolved_num_layer(self, num_layers) -> int:
         if self.num_layer is None and self.target_compression is None:
             return resolve_num_layer(num_layers, None, DEFAULT_TARGET_COMPRESSION)
@@ -82,8 +87,19 @@ class RunConfig:
 # %% ../nbs/08_experiments.ipynb #a3fdda01
 def shared_dir(cfg: RunConfig) -> Path: return Path(cfg.shared_dir or cfg.output_dir)
 
+def check_shared_data(cfg: RunConfig, splits) -> dict:
+    "Record which data the shared assets come from (`data.json`); raise if the folder was computed from other data."
+    info = {k: v for k, v in splits.data_info.items() if k != "splits"} | dict(calibration_data=cfg.calibration_data)
+    f = shared_dir(cfg)/"data.json"
+    old = json.loads(f.read_text()) if f.exists() else None
+    if old is not None and old != info: raise ValueError(
+        f"{shared_dir(cfg)} holds assets computed from other data ({old}), not {info}: give another --output_dir.")
+    if old is None: _atomic_write(f, json.dumps(info, indent=2))
+    return info
+
 def similarity_assets(cfg: RunConfig, model, tok, splits) -> tuple:
     "`(S, block_influence)` for `cfg`: loaded from `output_dir` (or `cfg.similarity_matrix`), else computed and saved."
+    check_shared_data(cfg, splits)
     s_path = Path(cfg.similarity_matrix) if cfg.similarity_matrix else shared_dir(cfg)/"similarity_matrix.pkl"
     bi_path = shared_dir(cfg)/"block_influence.json"
     if s_path.exists() and bi_path.exists(): return load_similarity_matrix(s_path), json.loads(bi_path.read_text())
@@ -168,7 +184,8 @@ def absolute_paths(cfg: RunConfig) -> RunConfig:
     fix = lambda p: str(Path(p).resolve()) if p and Path(p).exists() else p
     return dataclasses.replace(cfg, output_dir=str(Path(cfg.output_dir).resolve()), shared_dir=str(shared_dir(cfg).resolve()),
                                similarity_matrix=str(Path(cfg.similarity_matrix).resolve()) if cfg.similarity_matrix else None,
-                               data_dir=fix(cfg.data_dir), model_path=fix(cfg.model_path))
+                               data_dir=fix(cfg.data_dir), model_path=fix(cfg.model_path),
+                               calibration_data=fix(cfg.calibration_data))
 
 # %% ../nbs/08_experiments.ipynb #e6aecc38
 def run_name(method, seed=None, base_seed=0) -> str:
@@ -194,7 +211,8 @@ def run_method(method, cfg: RunConfig, overwrite=False, kernel_name=None, name=N
                          error=(msg[-1] if msg else type(e).__name__)[:500])
 
 # %% ../nbs/08_experiments.ipynb #2ca267f7
-_KEYS = ("average_accuracy", "macro_accuracy", "mean_gold_logprob", "n_params", "n_layers", "fraction_removed")
+_KEYS = ("average_accuracy", "macro_accuracy", "mean_gold_logprob", "n_params", "n_layers", "fraction_removed",
+         "n_questions")
 BASELINES = ("dense", "drop", "mka_similarity")
 
 def run_records(run_dir) -> list:
@@ -234,14 +252,23 @@ def combine_results(output_dir, statuses) -> dict:
         out[name] = dict(status=st["status"], method=st["method"], seed=st.get("seed", r.get("seed")), **{k: r.get(k) for k in _KEYS},
                          average_accuracy_ci=ci, kl_to_dense=h.get("kl_to_dense"), kl_to_dense_ci=h.get("kl_to_dense_ci"),
                          perplexity=h.get("perplexity"), perplexity_ci=h.get("perplexity_ci"), alphas=_alphas(r), **_extra(r),
+                         protocol=r.get("protocol"), data_checksum=r.get("data_checksum"),
                          **({"error": st["error"]} if "error" in st else {}))
     return out
 
 # %% ../nbs/08_experiments.ipynb #0634ad48
+def check_protocols(combined) -> tuple:
+    "The one `(protocol, data_checksum)` of the runs in `combined`; runs scored on other questions raise."
+    seen = {(r.get("protocol"), r.get("data_checksum")) for r in combined.values() if r.get("status") != "failed"}
+    if len(seen) > 1: raise ValueError(
+        f"These runs were scored under different MMLU protocols or data {sorted(seen, key=str)}: their scores cover "
+        "different questions. Compare runs of one protocol and data source (re-run the others, or report them apart).")
+    return next(iter(seen), (None, None))
+
 def paired_comparisons(output_dir, combined, baselines=BASELINES, runs=None, **kw) -> dict:
     "`{run: {baseline: comparison}}`: accuracy (paired bootstrap + McNemar), gold log-prob and KL-to-dense differences, run minus baseline."
     ok = [m for m, r in combined.items() if r.get("status") != "failed" and r.get("average_accuracy") is not None]
-    recs = {m: run_records(Path(output_dir)/m) for m in ok}
+    check_protocols({m: combined[m] for m in ok}); recs = {m: run_records(Path(output_dir)/m) for m in ok}
     held = {m: json.loads((Path(output_dir)/m/"results.json").read_text()).get("heldout") or {} for m in ok}
     out = {}
     for m in (m for m in ok if runs is None or combined[m].get("method") in runs):
@@ -298,7 +325,7 @@ def seeds_table(seeds) -> str:
 def prepare_shared(cfg: RunConfig) -> dict:
     "Compute (or reuse) the similarity matrix, Block Influence and dense reference in `output_dir`."
     model, tok = load_model(cfg.model_path, device=cfg.device, dtype=cfg.dtype)
-    splits = split_mmlu(load_mmlu(cfg.data_dir), k=cfg.ntrain)
+    splits = cfg.splits()
     S, bi = similarity_assets(cfg, model, tok, splits); dense_assets(cfg, model, tok, splits)
     return dict(num_layers=len(get_layers(model)), plan=make_plan(cfg, S, len(get_layers(model)), bi).to_dict())
 
@@ -322,7 +349,10 @@ def run_experiments(cfg: RunConfig, methods=SEED_METHODS, overwrite=False, verbo
 
 def report(combined) -> str:
     "The printed summary of a comparison: the results table, the paired comparisons, the spread over seeds."
-    parts = [comparison_table(combined["methods"])]
+    protocol, checksum = check_protocols(combined["methods"])
+    n = next((r.get("n_questions") for r in combined["methods"].values() if r.get("n_questions")), None)
+    parts = [f"MMLU protocol: {protocol or 'not recorded'} (data checksum {checksum or '-'}, {n or '-'} questions)",
+             comparison_table(combined["methods"])]
     if combined.get("comparisons"): parts.append("Paired differences, run minus baseline:\n" + comparisons_table(combined["comparisons"]))
     if combined.get("seeds"): parts.append("Spread over seeds:\n" + seeds_table(combined["seeds"]))
     return "\n\n".join(parts)
@@ -417,19 +447,20 @@ def _row(point, name, r) -> dict:
 
 def sweep_table(output_dir, statuses=None) -> dict:
     "A sweep folder combined: `rows` (one per run), per-point `comparisons` and `seeds`, the uniform-guess KL."
-    out, rows, comps, seeds, uni = Path(output_dir), [], {}, {}, {}
+    out, rows, comps, seeds, uni, data = Path(output_dir), [], {}, {}, {}, {}
     failed = {(Path(s["output_dir"]).resolve(), s["run"]): s for s in statuses or [] if s["status"] == "failed"}
     for point, sts in sweep_runs(out).items():
         sts = [failed.get(((out/point).resolve(), st["run"]), st) for st in sts]  # this call's failures, with errors
-        comb = combine_results(out/point, sts)
+        comb = combine_results(out/point, sts); data |= {f"{point}/{n}": r for n, r in comb.items()}
         rows += [_row("dense" if point == "." else point, n, r) for n, r in comb.items()]
         comps[point] = paired_comparisons(out/point, comb, SWEEP_BASELINES, runs=tuple(TRAINED))
         seeds[point] = seed_summary(comb)
         uni |= {s: v for r in comb.values() for s, v in (r.get("uniform_kl_by_source") or {}).items() if v is not None}
         uni |= {"all": r["uniform_kl"] for r in comb.values() if r.get("uniform_kl") is not None}
     comps, seeds = {p: c for p, c in comps.items() if c}, {p: s for p, s in seeds.items() if s}
+    protocol, checksum = check_protocols(data)  # every point scored the same questions
     return dict(rows=rows, comparisons=comps, seeds=seeds, uniform_kl=uni.pop("all", None), uniform_kl_by_source=uni,
-                failed=list(failed.values()))
+                failed=list(failed.values()), protocol=protocol, data_checksum=checksum)
 
 # %% ../nbs/08_experiments.ipynb #9cb37553
 def write_sweep(output_dir, combined) -> None:
@@ -453,7 +484,9 @@ def kl_table(rows, plan) -> str:
 def sweep_report(combined) -> str:
     "The printed summary of a sweep: per plan, its KL table; then the paired comparisons of every point."
     plans = list(dict.fromkeys(r["plan"] for r in combined["rows"] if r["plan"] != "-"))
-    parts = [f"KL(dense || model), plan {p}:\n" + kl_table(combined["rows"], p) for p in plans]
+    parts = [f"MMLU protocol: {combined.get('protocol') or 'not recorded'} (data checksum "
+             f"{combined.get('data_checksum') or '-'})"]
+    parts += [f"KL(dense || model), plan {p}:\n" + kl_table(combined["rows"], p) for p in plans]
     flat = {f"{pt} {m}": bs for pt, c in combined["comparisons"].items() for m, bs in c.items()}
     if flat: parts.append("Paired differences, run minus baseline, per point:\n" + comparisons_table(flat))
     failed = [f"{s['output_dir']}/{s['run']}" for s in combined.get("failed") or []]

@@ -4,12 +4,13 @@
 
 # %% ../nbs/09_plots.ipynb #b832d497
 from __future__ import annotations
-import argparse, json, math
+import json, math
 from pathlib import Path
 import numpy as np
 import matplotlib
 import matplotlib.pyplot as plt
 from .plans import mean_alpha
+from .utils import CommandParser, command_errors
 
 # %% auto #0
 __all__ = ['plot_training', 'load_results', 'bar_errors', 'plot_accuracy', 'learned_alphas', 'plot_alpha_hist',
@@ -126,11 +127,14 @@ def plot_results(results_dir, out_dir=None) -> list:
 # %% ../nbs/09_plots.ipynb #2eb16fcd
 def plot_main(argv=None):
     "Console entry `mka-plot --results_dir DIR`: the comparison figures of a results folder (paths printed)."
-    p = argparse.ArgumentParser(prog="mka-plot", description=plot_results.__doc__)
+    p = CommandParser(prog="mka-plot", description=plot_results.__doc__)
     p.add_argument("--results_dir", default="experiments"); p.add_argument("--output_dir", default=None)
     a = p.parse_args(argv)
     from mka_alpha.experiments import is_sweep
-    for x in (plot_sweep if is_sweep(a.results_dir) else plot_results)(a.results_dir, a.output_dir): print(x)
+    with command_errors(p, a.debug):
+        if not (Path(a.results_dir)/"results.json").exists(): raise FileNotFoundError(
+            f"--results_dir: {a.results_dir} holds no results.json: give the --output_dir of a finished mka-evaluate.")
+        for x in (plot_sweep if is_sweep(a.results_dir) else plot_results)(a.results_dir, a.output_dir): print(x)
 
 # %% ../nbs/09_plots.ipynb #52224445
 def plot_ablation(rows, path) -> Path:

@@ -215,17 +215,30 @@ def save_similarity_matrix(S, path="similarity_matrix.pkl") -> Path:
     return _atomic_write(path, lambda f: pickle.dump(S, f, protocol=4))
 
 # %% ../nbs/02_similarity.ipynb #f853979f
-def load_similarity_matrix(path="similarity_matrix.pkl") -> np.ndarray:
+def _unpickle(path):
+    try:
+        with open(path, "rb") as f: return pickle.load(f)
+    except Exception as e:  # a truncated, foreign or corrupt file: any unpickling error
+        raise ValueError(f"{path} is not a readable similarity matrix pickle ({type(e).__name__}: {e}): give the "
+                         "right file, or delete it to have the matrix computed again.") from None
+
+def load_similarity_matrix(path="similarity_matrix.pkl", num_layers=None) -> np.ndarray:
     "Load a similarity matrix pickle: numpy array, torch tensor, nested list, or a dict holding one (validated)."
     path = Path(path)
-    if not path.exists(): raise FileNotFoundError(f"No similarity matrix at {path}: compute one with `similarity_matrix` and `save_similarity_matrix`.")
-    with open(path, "rb") as f: obj = pickle.load(f)
+    if not path.exists(): raise FileNotFoundError(
+        f"No similarity matrix at {path}: compute one with `similarity_matrix` and `save_similarity_matrix`.")
+    obj = _unpickle(path)
     if isinstance(obj, dict):
         key = next((k for k in ("similarity_matrix", "S", "matrix") if k in obj), None)
-        if key is None: raise ValueError(f"{path}: a dict without a 'similarity_matrix', 'S' or 'matrix' entry (keys: {list(obj)}).")
+        if key is None: raise ValueError(
+            f"{path}: a dict without a 'similarity_matrix', 'S' or 'matrix' entry (keys: {list(obj)}).")
         obj = obj[key]
     if isinstance(obj, torch.Tensor): obj = obj.detach().cpu().double().numpy()
-    return check_similarity(obj)
+    try: S = check_similarity(obj)
+    except ValueError as e: raise ValueError(f"{path}: {e}") from None
+    if num_layers is not None and len(S) != num_layers: raise ValueError(
+        f"{path} is a {len(S)}x{len(S)} matrix but the model has {num_layers} blocks: give the matrix of this model.")
+    return S
 
 # %% ../nbs/02_similarity.ipynb #87b82c87
 def plot_similarity(S, path=None, title="Layer similarity", cmap="viridis"):

@@ -58,7 +58,7 @@ def mcnemar_exact(a_correct, b_correct) -> dict:
     return dict(b=only_a, c=only_b, pvalue=float(p))
 
 # %% ../nbs/11_stats.ipynb #f58ecdf9
-def _key(r): return (r["subject"], r["index"])
+def _key(r): return (r["subject"], r["index"], r.get("qid"))  # older records have no qid: they pair among themselves
 
 def _gold_logprob(r): return r["logprobs"]["ABCD".index(r["gold"])]
 
@@ -66,7 +66,8 @@ def pair_records(a, b) -> tuple:
     "`a` and `b` restricted to the questions both scored, in the same order."
     kb = {_key(r): r for r in b}
     common = [r for r in a if _key(r) in kb]
-    if not common: raise ValueError("The two runs share no question (records pair by subject and index): were they evaluated on the same split?")
+    if not common: raise ValueError("The two runs share no question (records pair by subject, index and qid): were "
+                                    "they evaluated on the same data, or written by versions before and after qid?")
     return common, [kb[_key(r)] for r in common]
 
 # %% ../nbs/11_stats.ipynb #39511ceb
