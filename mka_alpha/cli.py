@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse, dataclasses, json, shutil
 from dataclasses import asdict
 from pathlib import Path
-from .models import DEFAULT_MODEL, load_model, get_layers, model_num_layers
+from .models import DEFAULT_MODEL, get_layers, model_num_layers, parse_device_map, parse_max_memory
 from .plans import PLANS, check_plan_name, resolve_num_layer
 from .data import PROTOCOLS, check_data_dir, read_calibration_data
 from .similarity import load_similarity_matrix
@@ -40,6 +40,8 @@ def _common(p):
     p.add_argument("--calibration_data", default=None,
                    help="a .jsonl ('text' per line) or .txt corpus to calibrate on instead of MMLU questions")
     p.add_argument("--device", default=None); p.add_argument("--dtype", default=None)
+    p.add_argument("--device_map", default=None, help="spread the model over GPUs: auto, balanced, or JSON {module: dev}")
+    p.add_argument("--max_memory", default=None, help="per-device cap with --device_map, e.g. 0=70GiB,1=70GiB")
     p.add_argument("--tag", default=None, help="a run name: outputs go to OUTPUT_DIR/TAG")
     p.add_argument("--heldout_tokens", type=at_least(0), default=RunConfig.heldout_tokens,
                    help="tokens of pydoc prose added to the held-out MMLU text for KL and perplexity")
@@ -63,6 +65,8 @@ def pipeline_parser() -> argparse.ArgumentParser:
 def check_run_flags(cfg: RunConfig) -> int:
     "Check the model, data, calibration corpus and similarity matrix of `cfg` (nothing loaded); the block count."
     L = flag_error("--model_path", model_num_layers, cfg.model_path)
+    flag_error("--device_map", parse_device_map, cfg.device_map)
+    flag_error("--max_memory", parse_max_memory, cfg.max_memory)
     flag_error("--data_dir", check_data_dir, cfg.data_dir)
     if cfg.protocol == "standard": flag_error("--protocol", lambda: cfg.splits())
     if cfg.calibration_data: flag_error("--calibration_data", read_calibration_data, cfg.calibration_data)
@@ -98,7 +102,7 @@ def pipeline_config(a) -> RunConfig:
 def run_pipeline(cfg: RunConfig, method: str, evaluate=False) -> dict:
     "Compress with `method` and write model, `learned_alphas.json`, similarity matrix and plots into `cfg.output_dir`."
     out = Path(cfg.output_dir); out.mkdir(parents=True, exist_ok=True)
-    model, tok = load_model(cfg.model_path, device=cfg.device, dtype=cfg.dtype)
+    model, tok = cfg.load()
     splits = cfg.splits()
     S, bi = similarity_assets(cfg, model, tok, splits)
     dense = dense_assets(cfg, model, tok, splits) if evaluate else None

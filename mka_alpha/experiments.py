@@ -76,6 +76,12 @@ class RunConfig:
     drop_best_samples: int = 64                 # calibration texts that choose `drop_best`'s kept blocks
     calibration_data: str | None = None         # a .jsonl/.txt corpus to calibrate on instead of MMLU questions
     protocol: str | None = None                 # MMLU protocol: None picks standard when dev and val exist
+    device_map: str | dict | None = None        # spread the model over devices (accelerate): "auto", or {module: dev}
+    max_memory: str | dict | None = None        # per-device cap with device_map: "0=70GiB,1=70GiB"
+    def load(self) -> tuple:
+        "`(model, tokenizer)` of this config: `models.load_model` with its device, dtype and placement."
+        return load_model(self.model_path, device=self.device, dtype=self.dtype, device_map=self.device_map,
+                          max_memory=self.max_memory)
     def splits(self) -> MMLUSplits:
         "The MMLU splits of this config (`data.load_splits`)."
         return load_splits(self.data_dir, self.ntrain, self.calibration_data, self.protocol)
@@ -324,8 +330,7 @@ def seeds_table(seeds) -> str:
 # %% ../nbs/08_experiments.ipynb #ca918083
 def prepare_shared(cfg: RunConfig) -> dict:
     "Compute (or reuse) the similarity matrix, Block Influence and dense reference in `output_dir`."
-    model, tok = load_model(cfg.model_path, device=cfg.device, dtype=cfg.dtype)
-    splits = cfg.splits()
+    model, tok = cfg.load(); splits = cfg.splits()
     S, bi = similarity_assets(cfg, model, tok, splits); dense_assets(cfg, model, tok, splits)
     return dict(num_layers=len(get_layers(model)), plan=make_plan(cfg, S, len(get_layers(model)), bi).to_dict())
 

@@ -22,7 +22,7 @@ def blend_states(sd_l: dict, sd_m: dict, alpha) -> dict:
     for k, tl in sd_l.items():
         a = float(alpha[k] if isinstance(alpha, dict) else alpha)
         if not 0 <= a <= 1: raise ValueError(f"alpha={a} for {k} is outside [0, 1].")
-        out[k] = (a * tl.detach().float() + (1 - a) * sd_m[k].detach().float()).to(tl.dtype)
+        out[k] = (a * tl.detach().float() + (1 - a) * sd_m[k].detach().to(tl.device).float()).to(tl.dtype)
     return out
 
 def load_block_params(block, sd: dict):
@@ -136,13 +136,13 @@ def drop_layers(model, plan):
 def count_params(model) -> int: return sum(p.numel() for p in model.parameters())  # tied weights counted once
 
 # %% ../nbs/06_fusion.ipynb #7d279f83
-def save_fused(model, tokenizer, out_dir, alphas_info: dict) -> Path:
-    "Write the fused `model`, `tokenizer` and `learned_alphas.json` to `out_dir` atomically (temp dir + rename)."
+def save_fused(model, tokenizer, out_dir, alphas_info: dict, max_shard_size="5GB") -> Path:
+    "Write the fused `model` (safetensors shards of `max_shard_size`), `tokenizer`, `learned_alphas.json`, atomically."
     if hasattr(model, "_mka"): raise ValueError("The model still holds mergeable layers: call `fuse_mergeable_layers` first.")
     out = Path(out_dir).expanduser(); out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
     try:
-        model.save_pretrained(tmp)
+        model.save_pretrained(tmp, max_shard_size=max_shard_size)
         if tokenizer is not None: tokenizer.save_pretrained(tmp)
         (tmp/"learned_alphas.json").write_text(json.dumps(alphas_info, indent=2))
         if out.exists(): old = out.with_name(f".{out.name}-old"); out.rename(old); shutil.rmtree(old)

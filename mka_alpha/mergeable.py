@@ -110,8 +110,8 @@ class MergeableLayer(MergeBase):
 
     def _forward(self, hidden_states, *args, **kwargs):
         out_l = self.layer_l(hidden_states, *args, **kwargs)
-        h_m = _hidden(self.layer_m(hidden_states, *args, **kwargs))
-        a = self.alpha.to(h_m.dtype)
+        h_m = _hidden(self.layer_m(hidden_states, *args, **kwargs)).to(_hidden(out_l).device)  # blocks on 2 GPUs
+        a = self.alpha.to(h_m.device, h_m.dtype)
         return _rewrap(out_l, a * _hidden(out_l) + (1 - a) * h_m)
 
     def param_alphas(self) -> dict:
@@ -155,7 +155,7 @@ def _record(layer, alpha):
 
 def _mlp_forward(self, hidden_states, *args, **kwargs):
     out_l = self.layer_l(hidden_states, *args, **kwargs)
-    h_l, h_m = _hidden(out_l), _hidden(self.layer_m(hidden_states, *args, **kwargs))
+    h_l = _hidden(out_l); h_m = _hidden(self.layer_m(hidden_states, *args, **kwargs)).to(h_l.device)
     a = self.predict_alpha(h_l, h_m); _record(self, a)
     a = a.to(h_l.dtype)[:, None, None]
     return _rewrap(out_l, a * h_l + (1 - a) * h_m)
@@ -209,8 +209,8 @@ def _fused_params(self) -> dict:
     al, pl, pm = self.alphas(), _params(self.layer_l), _params(self.layer_m)
     out = {}
     for k, g in self.groups.items():
-        a = al["pair" if self.per == "pair" else g].to(pl[k].dtype)
-        out[k] = a * pl[k] + (1 - a) * pm[k]
+        a = al["pair" if self.per == "pair" else g].to(pl[k].device, pl[k].dtype)
+        out[k] = a * pl[k] + (1 - a) * pm[k].to(pl[k].device)  # the blocks of a pair may sit on two GPUs
     return out
 
 def _weight_forward(self, hidden_states, *args, **kwargs):
@@ -227,8 +227,9 @@ def create_mergeable_layer(layer_l, layer_m, alpha_init=0.5, mode="simple", pair
     "A wrapper merging `layer_m` into `layer_l`: `mode` is `'simple'`, `'mlp'` or `'weight'` (kwargs go to its class)."
     cls = dict(simple=MergeableLayer, mlp=MLPMergeableLayer, weight=WeightMergeableLayer).get(mode)
     if cls is None: raise ValueError(f"Unknown merge mode {mode!r}; valid modes: {', '.join(MODES)}.")
-    dev = next(layer_l.parameters()).device  # alpha parameters (float32) live beside the blocks
-    return cls(layer_l, layer_m, alpha_init=alpha_init, pair=pair, **kwargs).to(dev)
+    dev, w = next(layer_l.parameters()).device, cls(layer_l, layer_m, alpha_init=alpha_init, pair=pair, **kwargs)
+    for p in w.alpha_parameters(): p.data = p.data.to(dev)  # alphas live beside block l; the blocks stay where they are
+    return w
 
 def is_mergeable(layer) -> bool: return isinstance(layer, MergeBase)
 

@@ -4,15 +4,15 @@
 
 # %% ../nbs/00_models.ipynb #6fa53907
 from __future__ import annotations
-import importlib.util, os, shutil, tempfile, time, warnings
+import importlib.util, json, os, shutil, tempfile, time, warnings
 from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 # %% auto #0
-__all__ = ['DEFAULT_MODEL', 'TINY_MODEL', 'SUPPORTED_FAMILIES', 'default_device_dtype', 'cache_dir', 'smollm2_gguf',
-           'convert_gguf', 'default_model_dir', 'tiny_llama_config', 'tiny_llama', 'get_layers', 'model_num_layers',
-           'load_model']
+__all__ = ['DEFAULT_MODEL', 'TINY_MODEL', 'SUPPORTED_FAMILIES', 'DEVICE_MAP_STRATEGIES', 'default_device_dtype', 'cache_dir',
+           'smollm2_gguf', 'convert_gguf', 'default_model_dir', 'tiny_llama_config', 'tiny_llama', 'get_layers',
+           'model_num_layers', 'parse_max_memory', 'parse_device_map', 'placement', 'load_model']
 
 # %% ../nbs/00_models.ipynb #c1281a6b
 def default_device_dtype(device=None, dtype=None):
@@ -118,29 +118,72 @@ def _tokenizer(path, **kwargs):
     if tok.pad_token is None: tok.pad_token = tok.eos_token
     return tok
 
-def _from_pretrained(name, dtype, local_files_only):
+def _from_pretrained(name, dtype, local_files_only, **placement):
     looks_local = Path(name).expanduser().exists() or name.startswith(("/", ".", "~")) or name.count("/") > 1
     if looks_local and not Path(name).expanduser().is_dir():
         raise FileNotFoundError(f"Model folder {name!r} does not exist. Give an existing folder, a Hugging Face "
                                 f"model id, or the embedded offline default {DEFAULT_MODEL!r}.")
     name = str(Path(name).expanduser()) if looks_local else name
     try:
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, local_files_only=local_files_only)
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, local_files_only=local_files_only, **placement)
         return model, _tokenizer(name, local_files_only=local_files_only)
     except OSError as e:
         raise OSError(f"Could not load model {name!r}: it is not a local folder and could not be fetched from or "
                       f"found in the Hugging Face cache ({str(e).splitlines()[0]}). Offline, use a local folder or the "
                       f"embedded default {DEFAULT_MODEL!r}.") from e
 
+# %% ../nbs/00_models.ipynb #c54c85fa
+DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
+
+def parse_max_memory(spec) -> dict | None:
+    "accelerate's `max_memory` from `'0=70GiB,1=70GiB,cpu=200GiB'` (GPU index or `cpu`/`disk`), a dict, or None."
+    if spec is None or isinstance(spec, dict): return spec
+    out = {}
+    for part in str(spec).split(","):
+        k, sep, v = (x.strip() for x in part.partition("="))
+        if not (sep and k and v) or not (k.isdigit() or k in ("cpu", "disk")): raise ValueError(
+            f"max_memory {spec!r}: write DEVICE=SIZE pairs, DEVICE a GPU index, cpu or disk: '0=70GiB,1=70GiB'.")
+        out[int(k) if k.isdigit() else k] = v
+    return out
+
+def parse_device_map(spec):
+    "A `device_map`: None, a strategy name, a dict, or JSON text / a .json file of `{module: device}`."
+    if spec is None or isinstance(spec, dict) or spec in DEVICE_MAP_STRATEGIES: return spec
+    text = Path(spec).read_text() if str(spec).endswith(".json") and Path(spec).is_file() else str(spec)
+    try: m = json.loads(text)
+    except json.JSONDecodeError: m = None
+    if not isinstance(m, dict): raise ValueError(f"device_map {spec!r}: use one of {', '.join(DEVICE_MAP_STRATEGIES)}, "
+                                                 'JSON such as \'{"": "cpu"}\', or a .json file holding one.')
+    return m
+
+# %% ../nbs/00_models.ipynb #5d9d2dc3
+def _dispatch(model, device_map, max_memory=None):
+    "Place a model built in memory by `device_map` (a strategy is resolved with `infer_auto_device_map`)."
+    from accelerate import dispatch_model, infer_auto_device_map
+    if isinstance(device_map, str):
+        device_map = infer_auto_device_map(model, max_memory, no_split_module_classes=model._no_split_modules)
+    return dispatch_model(model, device_map)
+
+def placement(model) -> dict:
+    "Where the model's parts are: `{module: device}` for the embedding, each decoder block, the final norm and head."
+    parts = {"model.embed_tokens": model.get_input_embeddings(), "lm_head": model.get_output_embeddings()}
+    parts |= {f"model.layers.{i}": b for i, b in enumerate(get_layers(model))}
+    dev = lambda m: str(next(m.parameters()).device) if any(True for _ in m.parameters()) else "-"
+    return {k: dev(m) for k, m in parts.items()}
+
 # %% ../nbs/00_models.ipynb #f0e464ce
-def load_model(name_or_path=DEFAULT_MODEL, device=None, dtype=None, local_files_only=None, **tiny_kwargs):
-    "`(model, tokenizer)` for `'smollm2-135m'` (embedded default), `'tiny-llama'` (random, for tests), or any HF id / folder."
+def load_model(name_or_path=DEFAULT_MODEL, device=None, dtype=None, local_files_only=None, device_map=None,
+               max_memory=None, **tiny_kwargs):
+    "`(model, tokenizer)` of `'smollm2-135m'` (embedded default), `'tiny-llama'` (random, tests), any HF id / folder."
     device, dtype = default_device_dtype(device, dtype)
-    name = str(name_or_path)
+    name, device_map, max_memory = str(name_or_path), parse_device_map(device_map), parse_max_memory(max_memory)
     if local_files_only is None: local_files_only = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
     if name == TINY_MODEL:
         tok = _tokenizer(default_model_dir())
         model = tiny_llama(**({"vocab_size": len(tok)} | tiny_kwargs)).to(dtype)
+        model = _dispatch(model, device_map, max_memory) if device_map is not None else model
     else:
-        model, tok = _from_pretrained(str(default_model_dir()) if name == DEFAULT_MODEL else name, dtype, local_files_only)
-    return model.to(device).eval(), tok
+        placement = dict(device_map=device_map, max_memory=max_memory) if device_map is not None else {}
+        path = str(default_model_dir()) if name == DEFAULT_MODEL else name
+        model, tok = _from_pretrained(path, dtype, local_files_only, **placement)
+    return (model if device_map is not None else model.to(device)).eval(), tok

@@ -71,7 +71,7 @@ def extract_activations(model, batches, pooling="mean", max_batches=None) -> Act
     for i, b in enumerate(batches):
         if max_batches is not None and i >= max_batches: break
         ids, am = b["input_ids"].to(dev), b["attention_mask"].to(dev)
-        hs = block_states(model, ids, am)
+        hs = [h.to(dev) for h in block_states(model, ids, am)]  # blocks may sit on several GPUs (device_map)
         pooled.append(torch.stack([pool_hidden(h, am, pooling).float().cpu() for h in hs]))
         cos, n_tok = cos + token_cosine_sums(hs, am).cpu(), n_tok + int(am.sum())
     if not pooled: raise ValueError("No calibration batches: the dataloader is empty.")

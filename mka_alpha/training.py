@@ -112,7 +112,8 @@ def check_only_alphas_have_grads(model):
 # %% ../nbs/05_training.ipynb #f449914f
 def kd_loss(student_logits, teacher_logits, mask=None):
     "Mean over positions with `mask == 1` of KL(teacher || student) over the vocabulary."
-    ls, lt = F.log_softmax(student_logits.float(), -1), F.log_softmax(teacher_logits.float(), -1)
+    ls = F.log_softmax(student_logits.float(), -1)
+    lt = F.log_softmax(teacher_logits.to(ls.device).float(), -1)  # a sharded teacher may end on another GPU
     kl = (lt.exp() * (lt - ls)).sum(-1)
     m = torch.ones_like(kl) if mask is None else mask.to(kl.device).float()
     return (kl * m).sum() / m.sum().clamp_min(1)
