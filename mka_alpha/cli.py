@@ -12,6 +12,7 @@ from .plans import PLANS, check_plan_name, resolve_num_layer
 from .data import PROTOCOLS, check_data_dir, read_calibration_data
 from .similarity import load_similarity_matrix
 from .utils import CommandParser, command_errors, flag_error, at_least
+from .distributed import dist_env, is_main
 from .training import DEFAULT_LR, DEFAULT_STEPS, ALPHA_INIT_STRATEGIES
 from .fusion import save_fused
 from .evaluation import evaluate_model
@@ -168,9 +169,10 @@ def evaluate_methods_main(argv=None):
             f"--output_dir {a.output_dir} does not exist: --report_only needs the folder of an earlier run.")
         if a.report_only: return (report_sweep if is_sweep(a.output_dir) else report_folder)(a.output_dir) and None
         cfg, methods = evaluate_config(a); plans, ks = sweep_points(a, cfg, check_run_flags(cfg))
+        dist_env("gloo")  # under torchrun the processes share the method runs, one GPU each
         if len(plans) > 1 or len(ks) > 1: run_sweep(cfg, methods, plans, ks, a.seeds, a.overwrite, a.jobs)
         else: run_experiments(dataclasses.replace(cfg, plan=plans[0]), methods, a.overwrite, seeds=a.seeds)
-        if a.ablation: run_ablation(cfg, overwrite=a.overwrite)
+        if a.ablation and is_main(): run_ablation(cfg, overwrite=a.overwrite)
 
 # %% ../nbs/10_cli.ipynb #df2cbdb6
 def sweep_points(a, cfg: RunConfig, num_layers) -> tuple:

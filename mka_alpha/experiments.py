@@ -18,6 +18,7 @@ from .plans import (MergePlan, PLANS, build_plan, check_plan_name, shortgpt, rem
 from .training import DEFAULT_LR, DEFAULT_STEPS, replace_layers_with_mergeable, train_alpha_parameters
 from .fusion import fuse_plan, drop_layers, fuse_mergeable_layers, collect_mlp_alphas, save_fused, count_params
 from .evaluation import evaluate_model, dense_reference, heldout_sources, heldout_measures, _atomic_write
+from .distributed import dist_env, is_main, all_gather, solo
 from .stats import accuracy_ci, compare_records, compare_heldout, seed_spread, fmt_ci, fmt_diff
 
 # %% auto #0
@@ -26,9 +27,9 @@ __all__ = ['FIXED', 'TRAINED', 'METHODS', 'SEED_METHODS', 'DEFAULT_TARGET_COMPRE
            'check_shared_data', 'similarity_assets', 'dense_assets', 'make_plan', 'calibration_kl', 'compress',
            'method_template', 'absolute_paths', 'run_name', 'run_method', 'run_records', 'combine_results',
            'check_protocols', 'paired_comparisons', 'seed_summary', 'comparison_table', 'comparisons_table',
-           'seeds_table', 'prepare_shared', 'run_experiments', 'report', 'report_folder', 'point_config', 'sweep_tasks',
-           'run_tasks', 'sweep_runs', 'sweep_table', 'write_sweep', 'kl_table', 'sweep_report', 'run_sweep',
-           'report_sweep', 'is_sweep', 'ablation_configs', 'run_ablation']
+           'seeds_table', 'prepare_shared', 'shared_once', 'run_experiments', 'report', 'report_folder', 'point_config',
+           'sweep_tasks', 'run_tasks', 'sweep_runs', 'sweep_table', 'write_sweep', 'kl_table', 'sweep_report',
+           'run_sweep', 'report_sweep', 'is_sweep', 'ablation_configs', 'run_ablation']
 
 # %% ../nbs/08_experiments.ipynb #0c7cacae
 FIXED = {"fixed_05": 0.5, "fixed_07": 0.7}
@@ -335,17 +336,23 @@ def prepare_shared(cfg: RunConfig) -> dict:
     return dict(num_layers=len(get_layers(model)), plan=make_plan(cfg, S, len(get_layers(model)), bi).to_dict())
 
 # %% ../nbs/08_experiments.ipynb #c987e000
+def shared_once(cfg: RunConfig) -> dict:
+    "`prepare_shared` on one process (rank 0 under torchrun, the others wait for it); its result on every process."
+    rank, world = dist_env()
+    with solo(): shared = prepare_shared(cfg) if rank == 0 else None
+    if torch.cuda.is_available(): torch.cuda.empty_cache()  # the method kernels need the memory
+    return all_gather(shared)[0]
+
 def run_experiments(cfg: RunConfig, methods=SEED_METHODS, overwrite=False, verbose=True, seeds=None) -> dict:
     """Run every method of `methods` (papermill; the trained ones once per seed of `seeds`), combine into
     `output_dir/results.json` with intervals, paired comparisons and the spread over seeds, and print the tables."""
     methods = check_methods(methods); out = Path(cfg.output_dir); out.mkdir(parents=True, exist_ok=True)
     _atomic_write(out/"config.json", json.dumps(asdict(cfg) | dict(seeds=seeds), indent=2))
-    shared = prepare_shared(cfg); statuses = []
-    for m in methods:
-        for sd in (list(dict.fromkeys(seeds)) if seeds and m in TRAINED else [cfg.seed]):
-            statuses.append(run_method(m, dataclasses.replace(cfg, seed=sd), overwrite, name=run_name(m, sd, cfg.seed)))
-            st = statuses[-1]
-            if verbose: print(f"{st['run']}: {st['status']}" + (f" ({st['error']})" if "error" in st else ""), flush=True)
+    shared = shared_once(cfg)
+    tasks = [(m, dataclasses.replace(cfg, seed=sd), run_name(m, sd, cfg.seed)) for m in methods
+             for sd in (list(dict.fromkeys(seeds)) if seeds and m in TRAINED else [cfg.seed])]
+    statuses = [{k: v for k, v in st.items() if k != "output_dir"} for st in run_tasks(tasks, overwrite, 1, verbose)]
+    if not is_main(): return None  # rank 0 combines and reports
     combined = dict(config=asdict(cfg), plan=shared["plan"], runs=statuses, methods=combine_results(out, statuses))
     combined["comparisons"], combined["seeds"] = paired_comparisons(out, combined["methods"]), seed_summary(combined["methods"])
     _atomic_write(out/"results.json", json.dumps(combined, indent=2))
@@ -410,15 +417,28 @@ def sweep_tasks(cfg: RunConfig, methods, plans, ks, seeds=None) -> list:
 def _run_task(task, overwrite):
     m, c, name = task; return run_method(m, c, overwrite, name=name) | dict(output_dir=c.output_dir)
 
+_GROUP_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE", "ROLE_RANK",
+              "ROLE_WORLD_SIZE", "ROLE_NAME", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID")
+
+def _own_gpu():
+    "Under torchrun, this process's notebook kernels see only its GPU (the `LOCAL_RANK`-th) and join no group."
+    vis = os.environ.get("CUDA_VISIBLE_DEVICES"); local = int(os.environ.get("LOCAL_RANK", "0"))
+    ids = vis.split(",") if vis else [str(i) for i in range(max(torch.cuda.device_count(), local + 1))]
+    os.environ["CUDA_VISIBLE_DEVICES"] = ids[local % len(ids)]
+    for k in _GROUP_ENV: os.environ.pop(k, None)  # a kernel is a one-process run of its own
+
 def run_tasks(tasks, overwrite=False, jobs=1, verbose=True) -> list:
-    "Run the sweep's method notebooks, `jobs` at a time (each papermill run is its own kernel process)."
-    out = []
+    "Run method notebooks, `jobs` at a time; under torchrun each process runs its share on its own GPU."
+    rank, world = dist_env()
+    mine, out = [i for i in range(len(tasks)) if i % world == rank], {}
+    if world > 1: _own_gpu()
     with ThreadPoolExecutor(max(1, jobs)) as pool:
-        for st in pool.map(_run_task, tasks, [overwrite] * len(tasks)):
-            out.append(st)
+        for i, st in zip(mine, pool.map(_run_task, [tasks[i] for i in mine], [overwrite] * len(mine))):
+            out[i] = st
             err = f" ({st['error']})" if "error" in st else ""
             if verbose: print(f"{st['output_dir']}/{st['run']}: {st['status']}{err}", flush=True)
-    return out
+    out = {i: st for part in all_gather(out) for i, st in part.items()}  # every process's statuses, in task order
+    return [out[i] for i in range(len(tasks))]
 
 # %% ../nbs/08_experiments.ipynb #7c3800d9
 SWEEP_BASELINES = ("mka_similarity", "fixed_05", "drop", "drop_best")
@@ -503,8 +523,9 @@ def run_sweep(cfg: RunConfig, methods, plans, ks, seeds=None, overwrite=False, j
     "Run `methods` at every `(plan, k)`; write the long table (`results.json`, `results.csv`) and print the report."
     plans, out = [check_plan_name(p) for p in plans], Path(cfg.output_dir); out.mkdir(parents=True, exist_ok=True)
     _atomic_write(out/"config.json", json.dumps(asdict(cfg) | dict(seeds=seeds, plans=plans, ks=list(ks)), indent=2))
-    prepare_shared(cfg)
+    shared_once(cfg)
     statuses = run_tasks(sweep_tasks(cfg, methods, plans, ks, seeds), overwrite, jobs, verbose)
+    if not is_main(): return None
     combined = dict(config=asdict(cfg), plans=plans, ks=list(ks), runs=statuses) | sweep_table(out, statuses)
     write_sweep(out, combined)
     if verbose: print(sweep_report(combined))

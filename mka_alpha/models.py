@@ -160,8 +160,12 @@ def parse_device_map(spec):
 def _dispatch(model, device_map, max_memory=None):
     "Place a model built in memory by `device_map` (a strategy is resolved with `infer_auto_device_map`)."
     from accelerate import dispatch_model, infer_auto_device_map
-    if isinstance(device_map, str):
-        device_map = infer_auto_device_map(model, max_memory, no_split_module_classes=model._no_split_modules)
+    from accelerate.utils import get_balanced_memory
+    if isinstance(device_map, str):  # as from_pretrained: balance the memory unless "sequential"
+        ns = model._no_split_modules
+        if device_map != "sequential": max_memory = get_balanced_memory(model, max_memory, no_split_module_classes=ns,
+                                                                         low_zero=device_map == "balanced_low_0")
+        device_map = infer_auto_device_map(model, max_memory, no_split_module_classes=ns)
     return dispatch_model(model, device_map)
 
 def placement(model) -> dict:
