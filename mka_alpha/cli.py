@@ -41,7 +41,7 @@ def _common(p):
     p.add_argument("--calibration_data", default=None,
                    help="a .jsonl ('text' per line) or .txt corpus to calibrate on instead of MMLU questions")
     p.add_argument("--device", default=None); p.add_argument("--dtype", default=None)
-    p.add_argument("--device_map", default=None, help="spread the model over GPUs: auto, balanced, or JSON {module: dev}")
+    p.add_argument("--device_map", default=None, help="spread over GPUs: auto, balanced, or JSON {module: device}")
     p.add_argument("--max_memory", default=None, help="per-device cap with --device_map, e.g. 0=70GiB,1=70GiB")
     p.add_argument("--tag", default=None, help="a run name: outputs go to OUTPUT_DIR/TAG")
     p.add_argument("--heldout_tokens", type=at_least(0), default=RunConfig.heldout_tokens,

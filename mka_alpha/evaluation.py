@@ -11,8 +11,9 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 from transformers import DynamicCache
-from .models import load_model, default_device_dtype, model_num_layers
+from .models import load_model, default_device_dtype, model_num_layers, parse_device_map, parse_max_memory
 from .utils import CommandParser, command_errors, flag_error, at_least
+from .distributed import owned, all_sum, all_gather, dist_env, is_main
 from .stats import accuracy_ci, heldout_ci
 from .similarity import _atomic_write as _write_atomically
 from .data import (LETTERS, SUBJECT_CATEGORIES, MMLUQuestion, check_subjects, format_example, format_subject,
@@ -20,9 +21,10 @@ from .data import (LETTERS, SUBJECT_CATEGORIES, MMLUQuestion, check_subjects, fo
 
 # %% auto #0
 __all__ = ['letter_token_ids', 'prefix_text', 'encode_subject', 'score_plain', 'score_batch', 'prefix_kv', 'score_suffixes',
-           'select_questions', 'sdpa_gqa', 'score_mmlu', 'summarize', 'heldout_texts', 'pydoc_texts', 'heldout_sources',
-           'token_logprobs', 'dense_reference', 'heldout_measures', 'save_run', 'n_params', 'evaluate_model',
-           'eval_parser', 'check_eval_flags', 'evaluate_main']
+           'cascade_attention', 'score_cascade', 'cascade_unsupported', 'compiled_blocks', 'select_questions',
+           'sdpa_gqa', 'score_mmlu', 'summarize', 'heldout_texts', 'pydoc_texts', 'heldout_sources', 'token_logprobs',
+           'dense_reference', 'heldout_measures', 'save_run', 'n_params', 'evaluate_model', 'eval_parser',
+           'check_eval_flags', 'evaluate_main']
 
 # %% ../nbs/07_evaluation.ipynb #64ed1df2
 def _tok_name(tokenizer): return getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
@@ -102,18 +104,28 @@ def score_batch(model, prompts, letter_ids, pad_id=0) -> torch.Tensor:
     h = model.get_decoder()(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
     return _last_logprobs(model, h, lens, letter_ids)
 
+# %% ../nbs/07_evaluation.ipynb #5a0c1e01
+from contextlib import nullcontext
+
 # %% ../nbs/07_evaluation.ipynb #c847223e
+def _eager():
+    "A context in which compiled modules run eagerly (`torch.compiler.set_stance`, PyTorch >= 2.6)."
+    return torch.compiler.set_stance("force_eager") if hasattr(torch.compiler, "set_stance") else nullcontext()
+
+# %% ../nbs/07_evaluation.ipynb #5a0c1e57
 @torch.no_grad()
 def prefix_kv(model, prefix_ids) -> list:
     "Per-layer `(keys, values)` of the prefix, computed once."
-    out = model.get_decoder()(input_ids=torch.tensor([prefix_ids], device=_device(model)), use_cache=True)
+    ids = torch.tensor([prefix_ids], device=_device(model))
+    with _eager(): out = model.get_decoder()(input_ids=ids, use_cache=True)
     return [(l.keys, l.values) for l in out.past_key_values.layers]
 
 # %% ../nbs/07_evaluation.ipynb #b86b9a3a
-def _expanded_cache(kv, config, batch) -> DynamicCache:
-    "A fresh `DynamicCache` holding the prefix `kv`, expanded (without copying) over `batch` rows."
-    cache = DynamicCache(ddp_cache_data=[(k[:, :, :0], v[:, :, :0]) for k, v in kv], config=config)
-    for layer, (k, v) in zip(cache.layers, kv): layer.keys, layer.values = k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)
+def _expanded_cache(kv, batch) -> DynamicCache:
+    "A fresh `DynamicCache` of full-attention layers holding the prefix `kv`, expanded (no copy) over `batch` rows."
+    cache = DynamicCache(ddp_cache_data=[(k[:, :, :0], v[:, :, :0]) for k, v in kv])
+    for layer, (k, v) in zip(cache.layers, kv):
+        layer.keys, layer.values = k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)
     return cache
 
 # %% ../nbs/07_evaluation.ipynb #ef7e07dd
@@ -125,8 +137,168 @@ def score_suffixes(model, kv, suffixes, letter_ids, pad_id=0) -> torch.Tensor:
     mask = torch.cat([torch.ones(len(suffixes), P, dtype=mask.dtype, device=dev), mask], 1)
     pos = torch.arange(P, P + ids.shape[1], device=dev).expand(len(suffixes), -1)
     h = model.get_decoder()(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
-                            past_key_values=_expanded_cache(kv, model.config, len(suffixes))).last_hidden_state
+                            past_key_values=_expanded_cache(kv, len(suffixes))).last_hidden_state
     return _last_logprobs(model, h, lens, letter_ids)
+
+# %% ../nbs/07_evaluation.ipynb #5a0c1e05
+def _attn_math(q, k, v, causal=False, scale=None, softcap=None):
+    "`(out, lse)` of softmax attention in float32 by explicit scores; `q` `(B, H, L, D)`, `k`, `v` `(B, H/G, S, D)`."
+    B, H, L, D = q.shape; Hk, S = k.shape[1], k.shape[2]; G = H // Hk
+    s = (q.float().reshape(B, Hk, G * L, D) @ k.float().transpose(-1, -2)) * (D ** -0.5 if scale is None else scale)
+    if softcap: s = torch.tanh(s / softcap) * softcap
+    if causal:  # query l sees keys up to l + S - L, in each of the G heads folded into the rows
+        s = s.masked_fill(torch.ones(L, S, dtype=torch.bool, device=q.device).triu(S - L + 1).repeat(G, 1), -math.inf)
+    lse = s.logsumexp(-1)
+    return ((s - lse[..., None]).exp() @ v.float()).view(B, H, L, D), lse.view(B, H, L)
+
+# %% ../nbs/07_evaluation.ipynb #5a0c1e08
+def _attn_cpu(q, k, v, causal=False, scale=None):
+    "PyTorch's flash attention for CPUs: `(out, lse)`, grouped heads natively."
+    return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, causal, scale=scale)
+
+def _attn_flash(q, k, v, causal=False, scale=None):
+    "PyTorch's flash attention for CUDA (float16, bfloat16): `(out, lse)`."
+    return torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, causal, False, scale=scale)[:2]
+
+def _attn_efficient(q, k, v, causal=False, scale=None):
+    "PyTorch's memory-efficient attention for CUDA: `(out, lse)` (its lse is padded along the queries)."
+    o, lse = torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, None, True, 0.0, causal, scale=scale)[:2]
+    return o, lse[..., :q.shape[2]]
+
+# %% ../nbs/07_evaluation.ipynb #5a0c1e58
+def _repeated(f):
+    "Kernel `f` for grouped heads, by repeating the key/value heads."
+    def g(q, k, v, causal=False, scale=None):
+        G = q.shape[1] // k.shape[1]
+        return f(q, *(x.repeat_interleave(G, 1) if G > 1 else x for x in (k, v)), causal, scale)
+    g.__qualname__ = f"_repeated({f.__qualname__})"
+    return g
+
+# %% ../nbs/07_evaluation.ipynb #5a0c1e11
+_CANDIDATES = dict(cpu=(_attn_cpu,), cuda=(_attn_flash, _repeated(_attn_flash), _repeated(_attn_efficient)))
+_KERNELS = {}  # (device type, dtype, head size) -> the kernel chosen there
+
+def _agrees(f, device, dtype, D) -> bool:
+    "Whether kernel `f` runs and gives `_attn_math`'s output and log-sum-exp on small grouped-head inputs."
+    g, tol = torch.Generator().manual_seed(0), (1e-4 if dtype == torch.float32 else 2e-2)
+    for causal, S in ((False, 9), (True, 6)):
+        q, k, v = (torch.randn(2, h, n, D, generator=g).to(device, dtype) for h, n in ((4, 6), (2, S), (2, S)))
+        try: (o, l), (o2, l2) = f(q, k, v, causal, 0.3), _attn_math(q, k, v, causal, 0.3)
+        except Exception: return False  # not built for this device, dtype or head size
+        if not all(torch.allclose(a.float(), b, atol=tol, rtol=tol) for a, b in ((o, o2), (l, l2))): return False
+    return True
+
+# %% ../nbs/07_evaluation.ipynb #5a0c1e61
+def _attn_lse(q, k, v, causal=False, scale=None, softcap=None):
+    "`(out, lse)` through the first candidate kernel that `_agrees` here, else `_attn_math`."
+    if softcap: return _attn_math(q, k, v, causal, scale, softcap)
+    key = (q.device.type, q.dtype, q.shape[-1])
+    if key not in _KERNELS:
+        _KERNELS[key] = next((f for f in _CANDIDATES.get(key[0], ()) if _agrees(f, *key)), _attn_math)
+    return _KERNELS[key](q, k, v, causal, scale)
+
+# %% ../nbs/07_evaluation.ipynb #5a0c1e14
+def _fold(q, G):
+    "Queries `(B, H, T, D)` as `(1, H/G, B·T·G, D)`: batch, positions and the G heads of a KV head in one axis."
+    B, H, T, D = q.shape
+    return q.view(B, H // G, G, T, D).permute(1, 0, 3, 2, 4).reshape(1, H // G, B * T * G, D)
+
+def _unfold(x, B, T, G):
+    "`(1, H/G, B·T·G, ...)` back as a `(B, T, H/G, G, ...)` view."
+    return x.view(x.shape[1], B, T, G, *x.shape[3:]).movedim(0, 2)
+
+# %% ../nbs/07_evaluation.ipynb #5a0c1e63
+def _merge(o1, l1, o2, l2):
+    "Attention over two disjoint key sets from each one's output and log-sum-exp: `o2 + σ(l1 - l2) (o1 - o2)`."
+    return torch.lerp(o2, o1, torch.sigmoid(l1 - l2).to(o1.dtype)[..., None])
+
+# %% ../nbs/07_evaluation.ipynb #5a0c1e17
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from transformers import AttentionInterface
+
+# %% ../nbs/07_evaluation.ipynb #5a0c1e18
+_CASCADE = dict(kv=None, calls=0)  # the prefix that `_cascade_attention` reads, and its calls, in `cascade_attention`
+
+def _check_call(attention_mask, dropout, sliding_window, n, kwargs):
+    "Raise on what the cascade does not compute: a mask, dropout, attention sinks, a window shorter than the prompt."
+    bad = ("an attention mask" if attention_mask is not None else "dropout" if dropout else
+           "attention sinks" if kwargs.get("s_aux") is not None else
+           f"a sliding window of {sliding_window} < {n} tokens" if sliding_window and n > sliding_window else None)
+    if bad: raise ValueError(f"Cascade attention does not support {bad}: score with cascade=False.")
+
+# %% ../nbs/07_evaluation.ipynb #5a0c1e20
+@torch.compiler.disable
+def _cascade_attention(module, query, key, value, attention_mask=None, scaling=None, dropout=0.0, softcap=None,
+                       sliding_window=None, **kwargs):
+    "Attention function: the suffix queries over the shared prefix (folded) and over their own keys (causal), merged."
+    pk, pv = _CASCADE["kv"][module.layer_idx]
+    B, H, T, _ = query.shape; G = H // key.shape[1]
+    _check_call(attention_mask, dropout, sliding_window, pk.shape[-2] + T, kwargs)
+    o1, l1 = _attn_lse(_fold(query, G), pk, pv, False, scaling, softcap)
+    o2, l2 = _attn_lse(query, key, value, True, scaling, softcap)
+    o2, l2 = o2.transpose(1, 2).unflatten(2, (-1, G)), l2.transpose(1, 2).unflatten(2, (-1, G))
+    _CASCADE["calls"] += 1
+    return _merge(_unfold(o1, B, T, G), _unfold(l1, B, T, G), o2, l2).to(query.dtype).flatten(2, 3), None
+
+AttentionInterface.register("mka_cascade", _cascade_attention)
+
+# %% ../nbs/07_evaluation.ipynb #5a0c1e23
+def _configs(model) -> list:
+    "The distinct configs of `model` and of its decoder's modules (each attention module reads its own's)."
+    cs = [model.config] + [getattr(m, "config", None) for m in model.get_decoder().modules()]
+    return list({id(c): c for c in cs if hasattr(c, "_attn_implementation")}.values())
+
+# %% ../nbs/07_evaluation.ipynb #5a0c1e65
+@contextmanager
+def cascade_attention(model, kv):
+    "While active, `model`'s attention is `_cascade_attention` over the prefix `kv`; its own is restored after."
+    cs, prev = _configs(model), dict(_CASCADE)
+    old = [c._attn_implementation for c in cs]; _CASCADE.update(kv=kv, calls=0)
+    try:
+        for c in cs: c._attn_implementation = "mka_cascade"
+        yield _CASCADE
+    finally:
+        for c, o in zip(cs, old): c._attn_implementation = o
+        _CASCADE.update(prev)
+
+# %% ../nbs/07_evaluation.ipynb #5a0c1e26
+@torch.no_grad()
+def score_cascade(model, kv, suffixes, letter_ids, pad_id=0) -> torch.Tensor:
+    "`score_suffixes` by cascade attention: the prefix `kv` is attended once per layer, never copied per question."
+    P, dev = kv[0][0].shape[-2], _device(model)
+    ids, _, lens = _pad(suffixes, pad_id, dev)
+    pos = torch.arange(P, P + ids.shape[1], device=dev).expand(len(suffixes), -1)
+    with cascade_attention(model, kv) as st:
+        h = model.get_decoder()(input_ids=ids, position_ids=pos, use_cache=False).last_hidden_state; n = st["calls"]
+    if n != len(kv): raise RuntimeError(f"{n} of {len(kv)} attention layers ran the cascade attention: this model's "
+                                        "attention does not go through transformers' AttentionInterface.")
+    return _last_logprobs(model, h, lens, letter_ids)
+
+# %% ../nbs/07_evaluation.ipynb #5a0c1e32
+def _window(model) -> float:
+    "The shortest sliding attention window in `model`'s config or attention modules (infinity if none)."
+    c = model.config
+    ws = [getattr(m, "sliding_window", None) for m in model.get_decoder().modules()]
+    if getattr(c, "use_sliding_window", True) is not False: ws.append(getattr(c, "sliding_window", None))
+    return min([w for w in ws if isinstance(w, int) and w > 0], default=math.inf)
+
+# %% ../nbs/07_evaluation.ipynb #5a0c1e67
+def cascade_unsupported(model):
+    "Why cascade attention cannot score `model` (tried on a 3-token prefix and a 2-token suffix), or `None`."
+    try: score_cascade(model, prefix_kv(model, [1, 2, 3]), [[4, 5]], [0, 1])
+    except Exception as e: return f"{type(e).__name__}: {e}"
+    return None
+
+# %% ../nbs/07_evaluation.ipynb #5a0c1e35
+@contextmanager
+def compiled_blocks(model, on=True):
+    "While active, `model`'s decoder blocks run through `torch.compile` (dynamic shapes); eager again afterwards."
+    blocks = list(model.get_decoder().layers) if on else []
+    for b in blocks: b.compile(dynamic=True)
+    try: yield on
+    finally:
+        for b in blocks: b._compiled_call_impl = None  # what `nn.Module.compile` set
 
 # %% ../nbs/07_evaluation.ipynb #f07fb8f8
 def select_questions(splits, subjects=None, limit=None, per_subject=None) -> dict:
@@ -150,16 +322,49 @@ def _records(subject, questions, logprobs) -> list:
                  pred=LETTERS[int(lp.argmax())], logprobs=[round(float(x), 6) for x in lp])
             for i, (q, lp) in enumerate(zip(questions, logprobs))]
 
+# %% ../nbs/07_evaluation.ipynb #5a0c1e38
+def _suffix_batches(lengths, batch_size=16, token_budget=None) -> list:
+    "Index lists, shortest first: `batch_size` a batch, or with `token_budget` as many as fit in it once padded."
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    if token_budget is None: return [order[b:b + batch_size] for b in range(0, len(order), batch_size)]
+    out = []
+    for i in order:  # the rule of `_batches` (held-out measures, below)
+        if out and (len(out[-1]) + 1) * lengths[i] <= token_budget: out[-1].append(i)
+        else: out.append([i])
+    return out
+
+# %% ../nbs/07_evaluation.ipynb #5a0c1e41
+def _subject_mode(plain, prefix_reuse, cascade, n_tokens, window) -> str:
+    "How a subject is scored: 'plain', 'cascade', 'prefix' (expanded cache) or 'whole' (padded whole prompts)."
+    if plain: return "plain"
+    if not prefix_reuse or n_tokens > window: return "whole"
+    return "cascade" if cascade else "prefix"
+
 # %% ../nbs/07_evaluation.ipynb #3e33e8d4
-def _score_subject(model, tok, s, fewshot, qs, k, letter_ids, batch_size, plain, prefix_reuse):
-    pre, suf = encode_subject(tok, s, fewshot, qs, k)
-    if plain: return score_plain(model, [pre + x for x in suf], letter_ids), len(pre), suf
-    kv, order, out = prefix_kv(model, pre) if prefix_reuse else None, sorted(range(len(suf)), key=lambda i: len(suf[i])), torch.empty(len(suf), 4)
-    for b in range(0, len(order), batch_size):
-        idx = order[b:b + batch_size]
-        if kv is not None: out[idx] = score_suffixes(model, kv, [suf[i] for i in idx], letter_ids, tok.pad_token_id or 0)
-        else: out[idx] = score_batch(model, [pre + suf[i] for i in idx], letter_ids, tok.pad_token_id or 0)
-    return out, len(pre), suf
+def _subject_batches(pre, suf, mode, batch_size, token_budget) -> list:
+    "The batches (index lists) a subject's questions are scored in: one at a time for the plain loop."
+    if mode == "plain": return [[i] for i in range(len(suf))]
+    return _suffix_batches([len(x) + (len(pre) if mode == "whole" else 0) for x in suf], batch_size, token_budget)
+
+def _score_subject(model, tok, s, fewshot, qs, k, letter_ids, batch_size, plain, prefix_reuse, cascade=False,
+                   token_budget=None, window=math.inf, enc=None, keep=None):
+    "`(log-probs, prefix length, suffixes, mode)` of a subject's questions (of batches `keep` only, if given)."
+    pre, suf = enc if enc is not None else encode_subject(tok, s, fewshot, qs, k)
+    mode = _subject_mode(plain, prefix_reuse, cascade, len(pre) + max(map(len, suf)), window)
+    bs = _subject_batches(pre, suf, mode, batch_size, token_budget)
+    bs = [b for j, b in enumerate(bs) if keep is None or j in keep]
+    out = torch.full((len(suf), 4), math.nan)  # rows of the batches not kept (another process scores them)
+    if mode == "plain":
+        idx = [i for b in bs for i in b]
+        if idx: out[idx] = score_plain(model, [pre + suf[i] for i in idx], letter_ids)
+        return out, len(pre), suf, mode
+    kv = None if mode == "whole" or not bs else prefix_kv(model, pre)
+    pad, run = tok.pad_token_id or 0, dict(cascade=score_cascade, prefix=score_suffixes).get(mode)
+    for idx in bs:
+        xs = [suf[i] for i in idx]
+        if run: out[idx] = run(model, kv, xs, letter_ids, pad)
+        else: out[idx] = score_batch(model, [pre + x for x in xs], letter_ids, pad)
+    return out, len(pre), suf, mode
 
 # %% ../nbs/07_evaluation.ipynb #d88ed868
 @contextmanager
@@ -172,20 +377,73 @@ def sdpa_gqa(model):
     finally:
         if on: os.environ.pop(key, None)
 
+# %% ../nbs/07_evaluation.ipynb #5a0c1e44
+def _encodings(tok, sel, fewshot, k, pool=None):
+    "`encode_subject` of each subject of `sel` in turn; with a thread `pool`, the next one is encoded meanwhile."
+    jobs = [(tok, s, fewshot[s], qs, k) for s, qs in sel.items()]
+    if pool is None: yield from (encode_subject(*j) for j in jobs); return
+    nxt = pool.submit(encode_subject, *jobs[0])
+    for j in jobs[1:] + [None]:
+        cur, nxt = nxt, (pool.submit(encode_subject, *j) if j else None)
+        yield cur.result()
+
+# %% ../nbs/07_evaluation.ipynb #5a0c1e47
+def _fast_options(model, plain, prefix_reuse, cascade="auto", token_budget="auto") -> dict:
+    "`score_mmlu`'s options resolved: cascade if asked and `cascade_unsupported` finds nothing, the token budget."
+    why = cascade_unsupported(model) if cascade and prefix_reuse and not plain else None
+    if why and cascade is True: raise ValueError(f"cascade=True, but cascade attention cannot score this model: {why}")
+    if why: warnings.warn(f"Scoring without cascade attention: {why}")
+    if token_budget == "auto": token_budget = 8192 if _device(model).type == "cuda" else 2048
+    return dict(cascade=bool(cascade) and prefix_reuse and not plain and not why, token_budget=token_budget,
+                window=_window(model))
+
 # %% ../nbs/07_evaluation.ipynb #966f0f6d
-def score_mmlu(model, tok, splits, k=5, batch_size=16, subjects=None, limit=None, per_subject=None,
-               plain=False, prefix_reuse=True, progress=True) -> tuple:
+def _my_units(tok, sel, fewshot, k, batch_size, plain, prefix_reuse, opts):
+    "`{subject: {batch number: rows}}` this process scores when several share the evaluation (None when alone)."
+    if dist_env()[1] == 1: return None
+    units = []
+    for s, qs in sel.items():
+        pre, suf = encode_subject(tok, s, fewshot[s], qs, k)
+        mode = _subject_mode(plain, prefix_reuse, opts["cascade"], len(pre) + max(map(len, suf)), opts["window"])
+        extra = 0 if mode in ("cascade", "prefix") else len(pre)
+        units += [(s, j, b, len(b) * (extra + max(len(suf[i]) for i in b)))
+                  for j, b in enumerate(_subject_batches(pre, suf, mode, batch_size, opts["token_budget"]))]
+    mine = {s: {} for s in sel}
+    for i in owned([c for *_, c in units]): mine[units[i][0]][units[i][1]] = units[i][2]
+    return mine
+
+def _gathered(recs, st):
+    "Every process's `(subject number, position, record)` in one-process order, and the summed token counts."
+    parts = all_gather((recs, st))
+    keys = ("prefix_tokens", "question_tokens", "prompt_tokens")
+    return [r for _, _, r in sorted(x for p, _ in parts for x in p)], {k: sum(s[k] for _, s in parts) for k in keys}
+
+def score_mmlu(model, tok, splits, k=5, batch_size=16, subjects=None, limit=None, per_subject=None, plain=False,
+               prefix_reuse=True, progress=True, cascade="auto", token_budget="auto", compile=False,
+               prefetch=True) -> tuple:
     "`(records, stats)`: letter log-probs of the selected evaluation questions, fast path unless `plain`."
-    sel, letter_ids = select_questions(splits, subjects, limit, per_subject), letter_token_ids(tok)
-    recs, st, t0 = [], dict(prefix_tokens=0, question_tokens=0, prompt_tokens=0), time.perf_counter()
-    with sdpa_gqa(model), tqdm(total=sum(map(len, sel.values())), desc="MMLU" + (" (plain)" if plain else ""), disable=not progress) as bar:
-        for s, qs in sel.items():
-            lp, P, suf = _score_subject(model, tok, s, splits.fewshot[s], qs, k, letter_ids, batch_size, plain, prefix_reuse)
-            recs += _records(s, qs, lp); bar.update(len(qs))
-            st["prefix_tokens"] += P; st["question_tokens"] += sum(map(len, suf)); st["prompt_tokens"] += P * len(suf) + sum(map(len, suf))
+    t0, sel = time.perf_counter(), select_questions(splits, subjects, limit, per_subject)
+    letter_ids = letter_token_ids(tok)
+    opts = _fast_options(model, plain, prefix_reuse, cascade, token_budget)
+    recs, st, modes = [], dict(prefix_tokens=0, question_tokens=0, prompt_tokens=0), defaultdict(int)
+    units = _my_units(tok, sel, splits.fewshot, k, batch_size, plain, prefix_reuse, opts)  # None: one process
+    bar = tqdm(total=sum(map(len, sel.values())), desc="MMLU" + (" (plain)" if plain else ""), disable=not progress)
+    with sdpa_gqa(model), compiled_blocks(model, compile and not plain), ThreadPoolExecutor(1) as pool, bar:
+        encs = _encodings(tok, sel, splits.fewshot, k, pool if prefetch else None)
+        for si, ((s, qs), enc) in enumerate(zip(sel.items(), encs)):
+            lp, P, suf, mode = _score_subject(model, tok, s, splits.fewshot[s], qs, k, letter_ids, batch_size, plain,
+                                              prefix_reuse, enc=enc, keep=None if units is None else units[s], **opts)
+            done = range(len(qs)) if units is None else sorted(i for b in units[s].values() for i in b)
+            rs = _records(s, qs, lp)
+            recs += [(si, i, rs[i]) for i in done]; bar.update(len(qs)); modes[mode] += 1
+            n = sum(len(suf[i]) for i in done)
+            st["prefix_tokens"] += P if done else 0; st["question_tokens"] += n
+            st["prompt_tokens"] += P * len(done) + n
+    recs, tokens = _gathered(recs, st); st |= tokens
     if _device(model).type == "cuda": torch.cuda.synchronize()
     st["seconds"] = time.perf_counter() - t0; st["questions_per_s"] = len(recs) / st["seconds"]
-    return recs, st
+    opts = dict(cascade=opts["cascade"], token_budget=opts["token_budget"], compile=compile, prefetch=prefetch)
+    return recs, st | dict(options=opts, subjects_by_mode=dict(modes))
 
 # %% ../nbs/07_evaluation.ipynb #a45c82b8
 def _mean(xs): xs = list(xs); return sum(xs) / len(xs) if xs else float("nan")
@@ -270,6 +528,11 @@ def _batches(lengths, token_budget) -> list:
         else: out.append([i])
     return out
 
+def _my_batches(lengths, token_budget) -> list:
+    "The batches of `_batches` this process runs when several share the work (`distributed.owned`; all of them alone)."
+    bs = _batches(lengths, token_budget)
+    return [bs[i] for i in owned([len(b) * max(lengths[j] for j in b) for b in bs])]
+
 # %% ../nbs/07_evaluation.ipynb #e1061d9e
 @torch.no_grad()
 def _final_hidden(model, ids, mask=None) -> torch.Tensor:
@@ -321,10 +584,12 @@ def _dense_batch(model, seqs, pad_id=0, rows=1024) -> tuple:
 # %% ../nbs/07_evaluation.ipynb #99c8d32e
 def _build_reference(model, ids, sources, max_length, token_budget=4096, pad_id=0) -> dict:
     "Dense reference of id lists `ids`: final hidden states, head fingerprint, mean KL(dense || uniform) per source."
-    hs, unif = [None] * len(ids), torch.zeros(len(ids), dtype=torch.float64)
-    for idx in _batches(list(map(len, ids)), token_budget):
+    hs, unif = {}, torch.zeros(len(ids), dtype=torch.float64)
+    for idx in _my_batches(list(map(len, ids)), token_budget):
         h, unif[idx] = _dense_batch(model, [ids[i] for i in idx], pad_id)
         for j, i in enumerate(idx): hs[i] = h[j]
+    hs, unif = {i: h for part in all_gather(hs) for i, h in part.items()}, all_sum(unif)  # from every process
+    hs = [hs[i] for i in range(len(ids))]
     n = torch.tensor([len(x) - 1 for x in ids], dtype=torch.float64)
     return dict(ids=ids, sources=sources, max_length=max_length, hidden=torch.cat(hs), head=_head_fingerprint(model),
                 uniform_kl={s: (unif[i].sum() / n[i].sum()).item() for s, i in _groups(sources).items()})
@@ -347,7 +612,7 @@ def dense_reference(model, tok, texts, path=None, max_length=512, token_budget=4
     if path is not None and Path(path).exists(): return _load_reference(path, ids)
     if model is None: raise ValueError("No dense model given and no cached dense reference found.")
     ref = _build_reference(model, ids, sources, max_length, token_budget, tok.pad_token_id or 0)
-    if path is not None: _write_atomically(path, lambda f: torch.save(ref, f))
+    if path is not None and is_main(): _write_atomically(path, lambda f: torch.save(ref, f))
     return ref
 
 # %% ../nbs/07_evaluation.ipynb #41824ff1
@@ -374,10 +639,11 @@ def _text_sums(model, ids, reference=None, token_budget=4096, pad_id=0) -> dict:
     "`{measure: (n_texts,) float64}`: per-text sums of `_batch_measures`, the texts run in length-sorted batches."
     off = [0] + torch.tensor([len(x) - 1 for x in ids]).cumsum(0).tolist()
     sums = defaultdict(lambda: torch.zeros(len(ids), dtype=torch.float64))
-    for idx in _batches(list(map(len, ids)), token_budget):
+    for idx in _my_batches(list(map(len, ids)), token_budget):
         rh = torch.cat([reference["hidden"][off[i]:off[i + 1]] for i in idx]) if reference else None
         for k, v in _batch_measures(model, [ids[i] for i in idx], rh, pad_id).items(): sums[k][idx] = v
-    return dict(sums)
+    keys = ("nll", "kl", "uniform") if reference else ("nll",)  # a process may have had no batch
+    return {k: all_sum(sums[k]) for k in keys}
 
 # %% ../nbs/07_evaluation.ipynb #6013efed
 def _heldout_summary(per, uniform=None) -> dict:
@@ -444,7 +710,7 @@ def evaluate_model(model, tok, splits, k=5, batch_size=16, subjects=None, limit=
     if heldout:
         res["heldout"] = heldout_measures(model, tok, heldout_sources(splits, tok, subjects, heldout_tokens), dense)
     res["wall_time_s"] = time.perf_counter() - t0; res |= splits.data_info | (meta or {})
-    if out_dir is not None: save_run(out_dir, res, recs)
+    if out_dir is not None and is_main(): save_run(out_dir, res, recs)
     return res
 
 # %% ../nbs/07_evaluation.ipynb #050d0e0a
@@ -460,6 +726,8 @@ def eval_parser() -> CommandParser:
     p.add_argument("--subjects", nargs="*", default=None, help="subject names or categories")
     p.add_argument("--batch_size", type=at_least(1), default=16)
     p.add_argument("--device", default=None); p.add_argument("--dtype", default=None)
+    p.add_argument("--device_map", default=None, help="spread over GPUs: auto, balanced, or JSON {module: device}")
+    p.add_argument("--max_memory", default=None, help="per-device cap with --device_map, e.g. 0=70GiB,1=70GiB")
     p.add_argument("--dense_model", default=None, help="dense model for KL(dense || model) on held-out text")
     p.add_argument("--dense_cache", default=None, help="file caching the dense reference (.pt)")
     p.add_argument("--heldout_tokens", type=at_least(0), default=0,
@@ -474,12 +742,16 @@ def eval_parser() -> CommandParser:
 def check_eval_flags(a):
     "Check `mka-eval`'s flags before anything loads: models, data, protocol, subjects, lm_eval."
     flag_error("--model_path", model_num_layers, a.model_path); flag_error("--data_dir", check_data_dir, a.data_dir)
+    flag_error("--device_map", parse_device_map, a.device_map)
+    flag_error("--max_memory", parse_max_memory, a.max_memory)
     if a.dense_model: flag_error("--dense_model", model_num_layers, a.dense_model)
     if a.subjects: flag_error("--subjects", check_subjects, a.subjects)
     if a.lm_eval_tasks and importlib.util.find_spec("lm_eval") is None: raise ImportError(
         '--lm_eval_tasks needs lm-evaluation-harness: pip install -e ".[lmeval]" (or pip install lm_eval).')
     splits = flag_error("--protocol", load_splits, a.data_dir, a.ntrain, protocol=a.protocol)
     select_questions(splits, a.subjects, a.eval_limit, a.per_subject); return splits
+
+def _load(a, path): return load_model(path, a.device, a.dtype, device_map=a.device_map, max_memory=a.max_memory)
 
 def _lm_eval(model, tok, a) -> dict:
     "lm-evaluation-harness's `--lm_eval_tasks` on the model in memory (`harness.run_lm_eval`), MMLU from `--data_dir`."
@@ -498,21 +770,22 @@ def _with_lm_eval(out_dir, res, lm) -> dict:
 def _dense(a, tok, splits):
     if not (a.dense_model or a.dense_cache) or a.no_heldout: return None
     cached = a.dense_cache and Path(a.dense_cache).exists()
-    dm = load_model(a.dense_model, device=a.device, dtype=a.dtype)[0] if a.dense_model and not cached else None
+    dm = _load(a, a.dense_model)[0] if a.dense_model and not cached else None
     return dense_reference(dm, tok, heldout_sources(splits, tok, a.subjects, a.heldout_tokens), a.dense_cache)
 
 def evaluate_main(argv=None):
     "Console entry `mka-eval`: evaluate one model folder, write `results.json` + `predictions.jsonl`, print the summary."
     p = eval_parser(); a = p.parse_args(argv)
     with command_errors(p, a.debug):
-        splits = check_eval_flags(a)
-        model, tok = load_model(a.model_path, device=a.device, dtype=a.dtype)
+        splits = check_eval_flags(a); dist_env()  # join the process group under torchrun / accelerate launch
+        model, tok = _load(a, a.model_path)
         meta = dict(model_path=str(a.model_path), device=str(_device(model)), dtype=str(next(model.parameters()).dtype),
                     args=vars(a))
         r = evaluate_model(model, tok, splits, a.ntrain, a.batch_size, a.subjects, a.eval_limit, a.per_subject,
                            _dense(a, tok, splits), heldout=not a.no_heldout, out_dir=a.output_dir, progress=not a.quiet,
                            meta=meta, heldout_tokens=a.heldout_tokens)
-        if a.lm_eval_tasks: r = _with_lm_eval(a.output_dir, r, _lm_eval(model, tok, a))
+        if a.lm_eval_tasks and is_main(): r = _with_lm_eval(a.output_dir, r, _lm_eval(model, tok, a))
+    if not is_main(): return  # rank 0 reports for all processes
     ho = r.get("heldout") or {}
     print(f"{r['n_questions']} questions ({r['protocol']}): accuracy {r['average_accuracy']:.4f} (macro "
           f"{r['macro_accuracy']:.4f}), mean gold log-prob {r['mean_gold_logprob']:.3f}, perplexity "
