@@ -701,10 +701,11 @@ def n_params(model) -> int:
 
 # %% ../nbs/07_evaluation.ipynb #c359901e
 def evaluate_model(model, tok, splits, k=5, batch_size=16, subjects=None, limit=None, per_subject=None, dense=None,
-                   heldout=True, out_dir=None, progress=True, meta=None, heldout_tokens=0) -> dict:
+                   heldout=True, out_dir=None, progress=True, meta=None, heldout_tokens=0, **score_options) -> dict:
     "MMLU k-shot summary; held-out perplexity (and KL to `dense`: a model or a `dense_reference`); size and speed."
-    t0 = time.perf_counter()
-    recs, st = score_mmlu(model, tok, splits, k, batch_size, subjects, limit, per_subject, progress=progress)
+    t0 = time.perf_counter()  # `score_options`: `score_mmlu`'s switches (cascade, token_budget, compile, prefetch)
+    recs, st = score_mmlu(model, tok, splits, k, batch_size, subjects, limit, per_subject, progress=progress,
+                          **score_options)
     res = summarize(recs) | dict(k=k, n_params=n_params(model), n_layers=getattr(model.config, "num_hidden_layers", None),
                                  mmlu_seconds=st["seconds"], questions_per_s=st["questions_per_s"], tokens=dict(st))
     if heldout:
@@ -724,7 +725,11 @@ def eval_parser() -> CommandParser:
     p.add_argument("--eval_limit", type=at_least(1), default=None, help="at most this many questions (over subjects)")
     p.add_argument("--per_subject", type=at_least(1), default=None, help="at most this many questions per subject")
     p.add_argument("--subjects", nargs="*", default=None, help="subject names or categories")
-    p.add_argument("--batch_size", type=at_least(1), default=16)
+    p.add_argument("--batch_size", type=at_least(1), default=16, help="questions a batch with --token_budget 0")
+    p.add_argument("--token_budget", type=at_least(0), default=None,
+                   help="padded tokens a batch (default 8192 on a GPU, 2048 on a CPU; 0: --batch_size questions)")
+    p.add_argument("--no_cascade", action="store_true", help="score without cascade attention over the prefix")
+    p.add_argument("--compile", action="store_true", help="torch.compile the decoder blocks while scoring")
     p.add_argument("--device", default=None); p.add_argument("--dtype", default=None)
     p.add_argument("--device_map", default=None, help="spread over GPUs: auto, balanced, or JSON {module: device}")
     p.add_argument("--max_memory", default=None, help="per-device cap with --device_map, e.g. 0=70GiB,1=70GiB")
@@ -752,6 +757,11 @@ def check_eval_flags(a):
     select_questions(splits, a.subjects, a.eval_limit, a.per_subject); return splits
 
 def _load(a, path): return load_model(path, a.device, a.dtype, device_map=a.device_map, max_memory=a.max_memory)
+
+def _score_options(a) -> dict:
+    "`score_mmlu`'s switches from `mka-eval`'s flags."
+    budget = "auto" if a.token_budget is None else (a.token_budget or None)
+    return dict(cascade=False if a.no_cascade else "auto", token_budget=budget, compile=a.compile)
 
 def _lm_eval(model, tok, a) -> dict:
     "lm-evaluation-harness's `--lm_eval_tasks` on the model in memory (`harness.run_lm_eval`), MMLU from `--data_dir`."
@@ -783,7 +793,7 @@ def evaluate_main(argv=None):
                     args=vars(a))
         r = evaluate_model(model, tok, splits, a.ntrain, a.batch_size, a.subjects, a.eval_limit, a.per_subject,
                            _dense(a, tok, splits), heldout=not a.no_heldout, out_dir=a.output_dir, progress=not a.quiet,
-                           meta=meta, heldout_tokens=a.heldout_tokens)
+                           meta=meta, heldout_tokens=a.heldout_tokens, **_score_options(a))
         if a.lm_eval_tasks and is_main(): r = _with_lm_eval(a.output_dir, r, _lm_eval(model, tok, a))
     if not is_main(): return  # rank 0 reports for all processes
     ho = r.get("heldout") or {}
