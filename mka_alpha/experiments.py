@@ -27,8 +27,8 @@ __all__ = ['FIXED', 'TRAINED', 'METHODS', 'SEED_METHODS', 'DEFAULT_TARGET_COMPRE
            'check_shared_data', 'similarity_assets', 'dense_assets', 'make_plan', 'calibration_kl', 'compress',
            'method_template', 'absolute_paths', 'run_name', 'run_method', 'run_records', 'combine_results',
            'check_protocols', 'paired_comparisons', 'seed_summary', 'comparison_table', 'comparisons_table',
-           'seeds_table', 'prepare_shared', 'shared_once', 'run_experiments', 'report', 'report_folder', 'point_config',
-           'sweep_tasks', 'run_tasks', 'sweep_runs', 'sweep_table', 'write_sweep', 'kl_table', 'sweep_report',
+           'seeds_table', 'prepare_shared', 'run_tasks', 'shared_once', 'run_experiments', 'report', 'report_folder',
+           'point_config', 'sweep_tasks', 'sweep_runs', 'sweep_table', 'write_sweep', 'kl_table', 'sweep_report',
            'run_sweep', 'report_sweep', 'is_sweep', 'ablation_configs', 'run_ablation']
 
 # %% ../nbs/08_experiments.ipynb #0c7cacae
@@ -335,6 +335,33 @@ def prepare_shared(cfg: RunConfig) -> dict:
     S, bi = similarity_assets(cfg, model, tok, splits); dense_assets(cfg, model, tok, splits)
     return dict(num_layers=len(get_layers(model)), plan=make_plan(cfg, S, len(get_layers(model)), bi).to_dict())
 
+# %% ../nbs/08_experiments.ipynb #06ef06c8
+def _run_task(task, overwrite):
+    m, c, name = task; return run_method(m, c, overwrite, name=name) | dict(output_dir=c.output_dir)
+
+_GROUP_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE", "ROLE_RANK",
+              "ROLE_WORLD_SIZE", "ROLE_NAME", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID")
+
+def _own_gpu():
+    "Under torchrun, this process's notebook kernels see only its GPU (the `LOCAL_RANK`-th) and join no group."
+    vis = os.environ.get("CUDA_VISIBLE_DEVICES"); local = int(os.environ.get("LOCAL_RANK", "0"))
+    ids = vis.split(",") if vis else [str(i) for i in range(max(torch.cuda.device_count(), local + 1))]
+    os.environ["CUDA_VISIBLE_DEVICES"] = ids[local % len(ids)]
+    for k in _GROUP_ENV: os.environ.pop(k, None)  # a kernel is a one-process run of its own
+
+def run_tasks(tasks, overwrite=False, jobs=1, verbose=True) -> list:
+    "Run method notebooks, `jobs` at a time; under torchrun each process runs its share on its own GPU."
+    rank, world = dist_env()
+    mine, out = [i for i in range(len(tasks)) if i % world == rank], {}
+    if world > 1: _own_gpu()
+    with ThreadPoolExecutor(max(1, jobs)) as pool:
+        for i, st in zip(mine, pool.map(_run_task, [tasks[i] for i in mine], [overwrite] * len(mine))):
+            out[i] = st
+            err = f" ({st['error']})" if "error" in st else ""
+            if verbose: print(f"{st['output_dir']}/{st['run']}: {st['status']}{err}", flush=True)
+    out = {i: st for part in all_gather(out) for i, st in part.items()}  # every process's statuses, in task order
+    return [out[i] for i in range(len(tasks))]
+
 # %% ../nbs/08_experiments.ipynb #c987e000
 def shared_once(cfg: RunConfig) -> dict:
     "`prepare_shared` on one process (rank 0 under torchrun, the others wait for it); its result on every process."
@@ -412,33 +439,6 @@ def sweep_tasks(cfg: RunConfig, methods, plans, ks, seeds=None) -> list:
                     c = dataclasses.replace(point_config(cfg, plan, k, m), seed=sd)
                     tasks.append((m, c, run_name(m, sd, cfg.seed)))
     return sorted(tasks, key=lambda t: t[1].seed != cfg.seed)  # every point first, then the spread over seeds
-
-# %% ../nbs/08_experiments.ipynb #06ef06c8
-def _run_task(task, overwrite):
-    m, c, name = task; return run_method(m, c, overwrite, name=name) | dict(output_dir=c.output_dir)
-
-_GROUP_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE", "ROLE_RANK",
-              "ROLE_WORLD_SIZE", "ROLE_NAME", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID")
-
-def _own_gpu():
-    "Under torchrun, this process's notebook kernels see only its GPU (the `LOCAL_RANK`-th) and join no group."
-    vis = os.environ.get("CUDA_VISIBLE_DEVICES"); local = int(os.environ.get("LOCAL_RANK", "0"))
-    ids = vis.split(",") if vis else [str(i) for i in range(max(torch.cuda.device_count(), local + 1))]
-    os.environ["CUDA_VISIBLE_DEVICES"] = ids[local % len(ids)]
-    for k in _GROUP_ENV: os.environ.pop(k, None)  # a kernel is a one-process run of its own
-
-def run_tasks(tasks, overwrite=False, jobs=1, verbose=True) -> list:
-    "Run method notebooks, `jobs` at a time; under torchrun each process runs its share on its own GPU."
-    rank, world = dist_env()
-    mine, out = [i for i in range(len(tasks)) if i % world == rank], {}
-    if world > 1: _own_gpu()
-    with ThreadPoolExecutor(max(1, jobs)) as pool:
-        for i, st in zip(mine, pool.map(_run_task, [tasks[i] for i in mine], [overwrite] * len(mine))):
-            out[i] = st
-            err = f" ({st['error']})" if "error" in st else ""
-            if verbose: print(f"{st['output_dir']}/{st['run']}: {st['status']}{err}", flush=True)
-    out = {i: st for part in all_gather(out) for i, st in part.items()}  # every process's statuses, in task order
-    return [out[i] for i in range(len(tasks))]
 
 # %% ../nbs/08_experiments.ipynb #7c3800d9
 SWEEP_BASELINES = ("mka_similarity", "fixed_05", "drop", "drop_best")
