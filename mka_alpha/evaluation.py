@@ -328,7 +328,7 @@ def _suffix_batches(lengths, batch_size=16, token_budget=None) -> list:
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
     if token_budget is None: return [order[b:b + batch_size] for b in range(0, len(order), batch_size)]
     out = []
-    for i in order:  # the rule of `_batches` (held-out measures, below)
+    for i in order:  # also the held-out measures' rule (`_batches`, below)
         if out and (len(out[-1]) + 1) * lengths[i] <= token_budget: out[-1].append(i)
         else: out.append([i])
     return out
@@ -522,11 +522,7 @@ def _encode(tok, texts, max_length) -> list:
 # %% ../nbs/07_evaluation.ipynb #57d037c3
 def _batches(lengths, token_budget) -> list:
     "Index lists, shortest texts first, each at most `token_budget` tokens once right-padded (a longer text alone)."
-    out = []
-    for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):
-        if out and (len(out[-1]) + 1) * lengths[i] <= token_budget: out[-1].append(i)
-        else: out.append([i])
-    return out
+    return _suffix_batches(lengths, token_budget=token_budget)  # the one token-budget rule, shared with MMLU
 
 def _my_batches(lengths, token_budget) -> list:
     "The batches of `_batches` this process runs when several share the work (`distributed.owned`; all of them alone)."
