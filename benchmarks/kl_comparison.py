@@ -10,7 +10,8 @@ import torch
 from mka_alpha.models import load_model
 from mka_alpha.data import load_mmlu, split_mmlu, prepare_calibration_dataloader
 from mka_alpha.training import (replace_layers_with_mergeable, train_alpha_parameters, kd_loss, DEFAULT_LR, DEFAULT_MLP_LR)
-from mka_alpha.fusion import fuse_plan, fuse_mergeable_layers, drop_layers, collect_mlp_alphas, count_params
+from mka_alpha.fusion import fuse_plan, fuse_mergeable_layers, drop_layers, collect_mlp_alphas
+from mka_alpha.utils import n_params
 
 def parse_pairs(s): return [tuple(int(i) for i in p.split(",")) for p in s.split()]
 
@@ -61,7 +62,7 @@ def main():
             for k, m in models.items(): kl[k] += kd_loss(m(**inp).logits, t, b["attention_mask"]).item() * n
     kl = {k: v / ntok for k, v in kl.items()}
     res = dict(args=vars(a), pairs=pairs, heldout_tokens=ntok, kl=kl, train=train,
-               params={k: count_params(m) for k, m in models.items()} | {"dense": count_params(dense)})
+               params={k: n_params(m) for k, m in models.items()} | {"dense": n_params(dense)})
     (out/"kl_comparison.json").write_text(json.dumps(res, indent=2))
     lines = [f"KL(dense || model) on {ntok} held-out tokens; plan {pairs}; {a.steps} steps, lr {a.lr}", "",
              "| model | KL | params |", "|---|---|---|"] + [f"| {k} | {v:.4f} | {res['params'][k]:,} |" for k, v in kl.items()]

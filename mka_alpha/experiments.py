@@ -16,8 +16,9 @@ from .similarity import model_similarity, save_similarity_matrix, load_similarit
 from .plans import (MergePlan, PLANS, build_plan, check_plan_name, shortgpt, remove_layers, resolve_num_layer,
                              drop_best, distance_from_drop, mean_alpha)
 from .training import DEFAULT_LR, DEFAULT_STEPS, replace_layers_with_mergeable, train_alpha_parameters
-from .fusion import fuse_plan, drop_layers, fuse_mergeable_layers, collect_mlp_alphas, save_fused, count_params
-from .evaluation import evaluate_model, dense_reference, heldout_sources, heldout_measures, _atomic_write
+from .fusion import fuse_plan, drop_layers, fuse_mergeable_layers, collect_mlp_alphas, save_fused
+from .evaluation import evaluate_model, dense_reference, heldout_sources, heldout_measures
+from .utils import atomic_write, fmt_value, text_table
 from .distributed import dist_env, is_main, all_gather, solo
 from .stats import accuracy_ci, compare_records, compare_heldout, seed_spread, fmt_ci, fmt_diff
 
@@ -101,7 +102,7 @@ def check_shared_data(cfg: RunConfig, splits) -> dict:
     old = json.loads(f.read_text()) if f.exists() else None
     if old is not None and old != info: raise ValueError(
         f"{shared_dir(cfg)} holds assets computed from other data ({old}), not {info}: give another --output_dir.")
-    if old is None: _atomic_write(f, json.dumps(info, indent=2))
+    if old is None: atomic_write(f, json.dumps(info, indent=2))
     return info
 
 def similarity_assets(cfg: RunConfig, model, tok, splits) -> tuple:
@@ -117,7 +118,7 @@ def similarity_assets(cfg: RunConfig, model, tok, splits) -> tuple:
         save_similarity_matrix(S, s_path)
         plot_similarity(S, shared_dir(cfg)/"similarity_heatmap.png", title=f"NPIB similarity, {Path(str(cfg.model_path)).name}")
     bi = [float(x) for x in block_influence(acts)]
-    _atomic_write(bi_path, json.dumps(bi)); return S, bi
+    atomic_write(bi_path, json.dumps(bi)); return S, bi
 
 # %% ../nbs/08_experiments.ipynb #faf37a9e
 def dense_assets(cfg: RunConfig, model, tok, splits) -> dict:
@@ -295,23 +296,14 @@ def seed_summary(combined) -> dict:
     return {m: seed_spread(rs) for m, rs in by.items() if len(rs) > 1}
 
 # %% ../nbs/08_experiments.ipynb #58476cde
-def _fmt(v, pct=False):
-    if v is None or (isinstance(v, float) and math.isnan(v)): return "-"
-    return f"{100*v:.2f}" if pct else (f"{v:.4f}" if isinstance(v, float) else str(v))
-
-def _table(header, rows) -> str:
-    w = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
-    line = lambda xs: "  ".join(x.ljust(n) for x, n in zip(xs, w)).rstrip()
-    return "\n".join([line(header), line(["-"*n for n in w])] + [line(r) for r in rows])
-
 def comparison_table(combined) -> str:
     "A plain-text table of the combined results, one row per run, with 95% intervals."
-    pct = lambda r, k: fmt_ci(r.get(k), r.get(k + "_ci"), 100) if r.get(k + "_ci") else _fmt(r.get(k), pct=True)
-    est = lambda r, k, d=4: fmt_ci(r.get(k), r.get(k + "_ci"), 1, d) if r.get(k + "_ci") else _fmt(r.get(k))
-    rows = [[m, pct(r, "average_accuracy"), _fmt(r.get("macro_accuracy"), True), _fmt(r.get("mean_gold_logprob")), est(r, "kl_to_dense"),
-             est(r, "perplexity", 1), _fmt(r.get("n_layers")), _fmt(r.get("fraction_removed"), True), r.get("status", "-")]
+    pct = lambda r, k: fmt_ci(r.get(k), r.get(k + "_ci"), 100) if r.get(k + "_ci") else fmt_value(r.get(k), pct=True)
+    est = lambda r, k, d=4: fmt_ci(r.get(k), r.get(k + "_ci"), 1, d) if r.get(k + "_ci") else fmt_value(r.get(k))
+    rows = [[m, pct(r, "average_accuracy"), fmt_value(r.get("macro_accuracy"), True), fmt_value(r.get("mean_gold_logprob")), est(r, "kl_to_dense"),
+             est(r, "perplexity", 1), fmt_value(r.get("n_layers")), fmt_value(r.get("fraction_removed"), True), r.get("status", "-")]
             for m, r in combined.items()]
-    return _table(["method", "acc % [95% CI]", "macro %", "gold logp", "KL dense [95% CI]", "ppl [95% CI]", "layers", "removed %", "status"], rows)
+    return text_table(["method", "acc % [95% CI]", "macro %", "gold logp", "KL dense [95% CI]", "ppl [95% CI]", "layers", "removed %", "status"], rows)
 
 def comparisons_table(comparisons) -> str:
     "Paired differences (run minus baseline) with 95% intervals; 'within noise' where the interval covers zero."
@@ -319,14 +311,14 @@ def comparisons_table(comparisons) -> str:
              fmt_diff(c["gold_logprob_diff"], c["gold_logprob_diff_ci"], scale=1, digits=3),
              fmt_diff(c.get("kl_diff"), c.get("kl_diff_ci"), scale=1, digits=3)]
             for m, bs in comparisons.items() for b, c in bs.items()]
-    return _table(["run", "vs", "d acc (points) [95% CI] McNemar p", "d gold logp [95% CI]", "d KL dense [95% CI]"], rows)
+    return text_table(["run", "vs", "d acc (points) [95% CI] McNemar p", "d gold logp [95% CI]", "d KL dense [95% CI]"], rows)
 
 def seeds_table(seeds) -> str:
     "Mean ± std (n seeds) of each measure of the methods run with several seeds."
     f = lambda d, sc=1, dg=4: f"{sc*d['mean']:.{dg}f} ± {sc*d['std']:.{dg}f}" if d.get("n") else "-"
     rows = [[m, str(s["average_accuracy"]["n"]), f(s["average_accuracy"], 100, 2), f(s["kl_to_dense"]), f(s["mean_gold_logprob"]),
              " ".join(f"{a['mean']:.2f}±{a['std']:.2f}" for a in s.get("alphas", []))] for m, s in seeds.items()]
-    return _table(["method", "seeds", "acc %", "KL dense", "gold logp", "alphas (mean±std per pair)"], rows)
+    return text_table(["method", "seeds", "acc %", "KL dense", "gold logp", "alphas (mean±std per pair)"], rows)
 
 # %% ../nbs/08_experiments.ipynb #ca918083
 def prepare_shared(cfg: RunConfig) -> dict:
@@ -374,7 +366,7 @@ def run_experiments(cfg: RunConfig, methods=SEED_METHODS, overwrite=False, verbo
     """Run every method of `methods` (papermill; the trained ones once per seed of `seeds`), combine into
     `output_dir/results.json` with intervals, paired comparisons and the spread over seeds, and print the tables."""
     methods = check_methods(methods); out = Path(cfg.output_dir); out.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out/"config.json", json.dumps(asdict(cfg) | dict(seeds=seeds), indent=2))
+    atomic_write(out/"config.json", json.dumps(asdict(cfg) | dict(seeds=seeds), indent=2))
     shared = shared_once(cfg)
     tasks = [(m, dataclasses.replace(cfg, seed=sd), run_name(m, sd, cfg.seed)) for m in methods
              for sd in (list(dict.fromkeys(seeds)) if seeds and m in TRAINED else [cfg.seed])]
@@ -382,7 +374,7 @@ def run_experiments(cfg: RunConfig, methods=SEED_METHODS, overwrite=False, verbo
     if not is_main(): return None  # rank 0 combines and reports
     combined = dict(config=asdict(cfg), plan=shared["plan"], runs=statuses, methods=combine_results(out, statuses))
     combined["comparisons"], combined["seeds"] = paired_comparisons(out, combined["methods"]), seed_summary(combined["methods"])
-    _atomic_write(out/"results.json", json.dumps(combined, indent=2))
+    atomic_write(out/"results.json", json.dumps(combined, indent=2))
     if verbose: print(report(combined))
     return combined
 
@@ -413,7 +405,7 @@ def report_folder(output_dir, write=True, verbose=True) -> dict:
     combined = dict(config=config, plan=prev.get("plan") or (first.get("compression") or {}).get("plan"), runs=runs,
                     methods=combine_results(out, runs))
     combined["comparisons"], combined["seeds"] = paired_comparisons(out, combined["methods"]), seed_summary(combined["methods"])
-    if write: _atomic_write(f, json.dumps(combined, indent=2))
+    if write: atomic_write(f, json.dumps(combined, indent=2))
     if verbose: print(report(combined))
     return combined
 
@@ -490,10 +482,10 @@ def sweep_table(output_dir, statuses=None) -> dict:
 # %% ../nbs/08_experiments.ipynb #9cb37553
 def write_sweep(output_dir, combined) -> None:
     "`results.json` and `results.csv` (the long table) in `output_dir`, atomically."
-    out = Path(output_dir); _atomic_write(out/"results.json", json.dumps(combined, indent=2))
+    out = Path(output_dir); atomic_write(out/"results.json", json.dumps(combined, indent=2))
     cols = list(dict.fromkeys(k for r in combined["rows"] for k in r)); buf = io.StringIO()
     w = csv.DictWriter(buf, cols, restval=""); w.writeheader(); w.writerows(combined["rows"])
-    _atomic_write(out/"results.csv", buf.getvalue())
+    atomic_write(out/"results.csv", buf.getvalue())
 
 # %% ../nbs/08_experiments.ipynb #711dbee1
 def kl_table(rows, plan) -> str:
@@ -501,10 +493,10 @@ def kl_table(rows, plan) -> str:
     ks = sorted({r["k"] for r in rows if r["plan"] == plan})
     sel = [r for r in rows if r["plan"] in (plan, "-") and (r["k"] in ks or r["method"] == "dense")]
     ci = lambda r: f"{r['kl']:.3f} [{r['kl_lo']:.3f}, {r['kl_hi']:.3f}]"
-    cell = lambda r: ci(r) if r.get("kl_lo") is not None else _fmt(r.get("kl"))
+    cell = lambda r: ci(r) if r.get("kl_lo") is not None else fmt_value(r.get("kl"))
     names = list(dict.fromkeys(r["run"] for r in sel if r["method"] != "dense"))
     grid = [[n] + [next((cell(r) for r in sel if r["run"] == n and r["k"] == k), "-") for k in ks] for n in names]
-    return _table(["run"] + [f"k={k}" for k in ks], grid)
+    return text_table(["run"] + [f"k={k}" for k in ks], grid)
 
 def sweep_report(combined) -> str:
     "The printed summary of a sweep: per plan, its KL table; then the paired comparisons of every point."
@@ -522,7 +514,7 @@ def sweep_report(combined) -> str:
 def run_sweep(cfg: RunConfig, methods, plans, ks, seeds=None, overwrite=False, jobs=1, verbose=True) -> dict:
     "Run `methods` at every `(plan, k)`; write the long table (`results.json`, `results.csv`) and print the report."
     plans, out = [check_plan_name(p) for p in plans], Path(cfg.output_dir); out.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out/"config.json", json.dumps(asdict(cfg) | dict(seeds=seeds, plans=plans, ks=list(ks)), indent=2))
+    atomic_write(out/"config.json", json.dumps(asdict(cfg) | dict(seeds=seeds, plans=plans, ks=list(ks)), indent=2))
     shared_once(cfg)
     statuses = run_tasks(sweep_tasks(cfg, methods, plans, ks, seeds), overwrite, jobs, verbose)
     if not is_main(): return None
@@ -562,7 +554,7 @@ def run_ablation(cfg: RunConfig, steps=ABLATION_STEPS, lrs=ABLATION_LRS, overwri
     for name, c in ablation_configs(cfg, steps, lrs).items():
         st = run_method("learned", c, overwrite)
         rows[name] = dict(steps=c.alpha_training_steps, lr=c.alpha_learning_rate) | combine_results(c.output_dir, [st])["learned"]
-    out = Path(cfg.output_dir)/"ablation"; _atomic_write(out/"results.json", json.dumps(rows, indent=2))
+    out = Path(cfg.output_dir)/"ablation"; atomic_write(out/"results.json", json.dumps(rows, indent=2))
     plot_ablation(rows, out/"ablation.png")
     if verbose: print(comparison_table(rows))
     return rows

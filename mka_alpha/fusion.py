@@ -10,10 +10,11 @@ import torch
 from .models import get_layers
 from .mergeable import MergeBase, MLPMergeableLayer, WeightMergeableLayer, check_same_shape, is_mergeable, validate_plan
 from .training import _set_layers, extract_learned_alphas
+from .utils import atomic_folder, model_device, n_params
 
 # %% auto #0
 __all__ = ['blend_states', 'load_block_params', 'fuse_blocks', 'fused_state', 'collect_mlp_alphas', 'renumber_layers',
-           'alphas_info', 'fuse_mergeable_layers', 'fuse_plan', 'drop_layers', 'count_params', 'save_fused']
+           'alphas_info', 'fuse_mergeable_layers', 'fuse_plan', 'drop_layers', 'save_fused']
 
 # %% ../nbs/06_fusion.ipynb #13fc5e8a
 def blend_states(sd_l: dict, sd_m: dict, alpha) -> dict:
@@ -49,7 +50,7 @@ def fused_state(layer) -> dict:
 def collect_mlp_alphas(model, dataloader, max_batches=None) -> dict:
     "Record the per-sample alphas of every MLP layer over `dataloader`; returns `{pair: stats}`."
     ws = [w for w in model.modules() if isinstance(w, MLPMergeableLayer)]
-    was = model.training; model.eval(); dev = next(model.parameters()).device
+    was = model.training; model.eval(); dev = model_device(model)
     for w in ws: w.alpha_records.clear(); w.recording = True
     try:
         for i, b in enumerate(dataloader):
@@ -133,19 +134,14 @@ def drop_layers(model, plan):
     types = getattr(model.config, "layer_types", None)
     _set_layers(model, [layers[i] for i in kept]); return renumber_layers(model, kept, types)
 
-def count_params(model) -> int: return sum(p.numel() for p in model.parameters())  # tied weights counted once
+
 
 # %% ../nbs/06_fusion.ipynb #7d279f83
 def save_fused(model, tokenizer, out_dir, alphas_info: dict, max_shard_size="5GB") -> Path:
     "Write the fused `model` (safetensors shards of `max_shard_size`), `tokenizer`, `learned_alphas.json`, atomically."
     if hasattr(model, "_mka"): raise ValueError("The model still holds mergeable layers: call `fuse_mergeable_layers` first.")
-    out = Path(out_dir).expanduser(); out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
-    try:
+    with atomic_folder(out_dir) as tmp:
         model.save_pretrained(tmp, max_shard_size=max_shard_size)
         if tokenizer is not None: tokenizer.save_pretrained(tmp)
         (tmp/"learned_alphas.json").write_text(json.dumps(alphas_info, indent=2))
-        if out.exists(): old = out.with_name(f".{out.name}-old"); out.rename(old); shutil.rmtree(old)
-        tmp.rename(out)
-    finally: shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    return Path(out_dir).expanduser()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.resources, json, shutil, tempfile, time
 from pathlib import Path
 from .data import LETTERS, MMLUData, MMLUQuestion, check_subjects, format_subject
+from .utils import mmlu_header
 from .models import load_model
 
 # %% auto #0
@@ -45,7 +46,7 @@ def _write_jsonl(path, questions):
 def _subject_task(folder: Path, s: str) -> dict:
     "The task config of subject `s`: the template, the Hendrycks description, the subject's two jsonl files."
     files = {sp: str((folder/"data"/f"{s}_{sp}.jsonl").resolve()) for sp in ("test", "dev")}
-    head = f"The following are multiple choice questions (with answers) about {format_subject(s)}.\n\n"
+    head = mmlu_header(s)
     return dict(include=_TEMPLATE, task=f"mka_mmlu_{s}", task_alias=s, description=head,
                 dataset_kwargs=dict(data_files=files, cache_dir=str((folder/"cache").resolve())))
 

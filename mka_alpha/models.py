@@ -8,6 +8,7 @@ import importlib.util, json, os, shutil, tempfile, time, warnings
 from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from .utils import atomic_folder
 
 # %% auto #0
 __all__ = ['DEFAULT_MODEL', 'TINY_MODEL', 'SUPPORTED_FAMILIES', 'DEVICE_MAP_STRATEGIES', 'default_device_dtype', 'cache_dir',
@@ -54,15 +55,7 @@ def convert_gguf(gguf_path, out_dir) -> Path:
     with torch.device("meta"): model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(src.state_dict(), assign=True, strict=True)
     model.tie_weights()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
-    try:
-        model.save_pretrained(tmp); tok.save_pretrained(tmp)
-        if out_dir.exists(): shutil.rmtree(out_dir)
-        try: tmp.rename(out_dir)
-        except OSError:  # another process finished the same conversion first: keep its folder
-            if not (out_dir/"config.json").exists(): raise
-    finally: shutil.rmtree(tmp, ignore_errors=True)
+    with atomic_folder(out_dir) as tmp: model.save_pretrained(tmp); tok.save_pretrained(tmp)
     return out_dir
 
 # %% ../nbs/00_models.ipynb #0d7dd414

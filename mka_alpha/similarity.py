@@ -15,6 +15,7 @@ from scipy.spatial.distance import pdist, squareform
 from scipy.special import digamma, gammaln
 from .models import get_layers
 from .data import prepare_calibration_dataloader
+from .utils import atomic_write, model_device
 
 # %% auto #0
 __all__ = ['pool_hidden', 'block_states', 'token_cosine_sums', 'Activations', 'extract_activations', 'check_samples',
@@ -66,7 +67,7 @@ class Activations:
 @torch.no_grad()
 def extract_activations(model, batches, pooling="mean", max_batches=None) -> Activations:
     "Pooled block inputs/outputs of every sample, one forward per batch (see `Activations`)."
-    get_layers(model); dev = next(model.parameters()).device
+    get_layers(model); dev = model_device(model)
     pooled, cos, n_tok = [], 0., 0
     for i, b in enumerate(batches):
         if max_batches is not None and i >= max_batches: break
@@ -196,23 +197,11 @@ def block_influence(acts) -> np.ndarray:
     "ShortGPT Block Influence per block, `1 - cos(block input, block output)` averaged over real tokens."
     return acts.block_influence.double().numpy()
 
-# %% ../nbs/02_similarity.ipynb #8f45df82
-def _atomic_write(path, write) -> Path:
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f: write(f); f.flush(); os.fsync(f.fileno())
-        os.chmod(tmp, 0o644); os.replace(tmp, path)  # mkstemp makes 0600 files: give the usual permissions
-    except BaseException:
-        if os.path.exists(tmp): os.remove(tmp)
-        raise
-    return path
-
 # %% ../nbs/02_similarity.ipynb #c1897651
 def save_similarity_matrix(S, path="similarity_matrix.pkl") -> Path:
     "Pickle the validated `(L, L)` float64 numpy array `S` to `path`, atomically."
     S = check_similarity(S)
-    return _atomic_write(path, lambda f: pickle.dump(S, f, protocol=4))
+    return atomic_write(path, lambda f: pickle.dump(S, f, protocol=4))
 
 # %% ../nbs/02_similarity.ipynb #f853979f
 def _unpickle(path):
@@ -247,7 +236,7 @@ def plot_similarity(S, path=None, title="Layer similarity", cmap="viridis"):
     S = check_similarity(S); fig = Figure(figsize=(6, 5), dpi=110); ax = fig.add_subplot()
     im = ax.imshow(S, vmin=0, vmax=1, cmap=cmap, origin="upper")
     ax.set(title=title, xlabel="layer m", ylabel="layer l"); fig.colorbar(im, ax=ax, label="S_lm"); fig.tight_layout()
-    if path is not None: _atomic_write(path, lambda f: fig.savefig(f, format="png"))
+    if path is not None: atomic_write(path, lambda f: fig.savefig(f, format="png"))
     return fig
 
 # %% ../nbs/02_similarity.ipynb #ac2a45ac

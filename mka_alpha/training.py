@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 from tqdm.auto import tqdm
 from .models import get_layers
+from .utils import model_device
 from .mergeable import (MODES, MergeBase, MLPMergeableLayer, WeightMergeableLayer, attach_padding_mask_hook,
                                  check_alpha_init, create_mergeable_layer, is_mergeable, validate_plan)
 
@@ -213,7 +214,7 @@ def _student_teacher_logits(model, batch, start, h, teacher, loss):
 
 # %% ../nbs/05_training.ipynb #f5bc98ac
 def _setup(model, lr, mlp_lr, gradient_checkpointing, autocast):
-    dev = next(model.parameters()).device
+    dev = model_device(model)
     ap = freeze_all_but_alphas(model)
     if not ap: raise ValueError("The model has no mergeable layers: call `replace_layers_with_mergeable` first.")
     mlp = [p for n, p in ap.items() if ".alpha_net." in n]; logits = [p for n, p in ap.items() if ".alpha_net." not in n]
