@@ -10,6 +10,8 @@ Variants (`--variants`, each scores the whole selection through `score_mmlu`):
   after           the defaults: cascade attention, batches of --token_budget padded tokens (auto: 8,192 on a
                   GPU), the next subject encoded in a thread
   compile         `after` with compile=True (decoder blocks through torch.compile; a warm-up compiles first)
+  async           `after` without a host-device synchronisation per batch (benchmarks/async_scoring.py)
+  async_compile   `async` with compile=True
   budget<N>       `after` with token_budget=N (e.g. budget4096, budget16384)
   evaluate_model  `evaluate_model(..., heldout=False)` with its defaults: the library's entry point, to compare
                   with `after`'s questions/s
@@ -27,7 +29,9 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from mka_alpha.data import load_mmlu, split_mmlu
-from mka_alpha.evaluation import score_mmlu, summarize, n_params, save_run, evaluate_model, _KERNELS
+from mka_alpha.evaluation import score_mmlu, summarize, save_run, evaluate_model, _KERNELS
+from mka_alpha.utils import n_params
+from async_scoring import patched
 from bench_common import build_random, llama8b_config  # benchmarks/ is on sys.path when run as a script
 
 PEAK = 989e12
@@ -61,6 +65,8 @@ def variant_kwargs(name, a) -> dict:
     after = dict(token_budget=a.token_budget)
     if name == "after": return after
     if name == "compile": return after | dict(compile=True)
+    if name == "async": return after
+    if name == "async_compile": return after | dict(compile=True)
     if name.startswith("budget"): return dict(token_budget=int(name[6:]))
     raise ValueError(f"unknown variant {name!r}")
 
@@ -80,7 +86,8 @@ def run_variant(name, model, tok, splits, a, N, ceiling) -> tuple:
         recs = [json.loads(l) for l in (a.out / name / "predictions.jsonl").open()]
         st = res["tokens"] | dict(seconds=res["mmlu_seconds"], wall_s=res["wall_time_s"])
     else:
-        recs, st = score_mmlu(model, tok, splits, limit=a.limit, progress=False, **variant_kwargs(name, a))
+        with patched(name.startswith("async")):
+            recs, st = score_mmlu(model, tok, splits, limit=a.limit, progress=False, **variant_kwargs(name, a))
     run = st["prefix_tokens"] + st["question_tokens"]
     return recs, dict(n=len(recs), seconds=st["seconds"], questions_per_s=len(recs) / st["seconds"],
                       options=st.get("options"), subjects_by_mode=st.get("subjects_by_mode"),
@@ -94,8 +101,10 @@ def warm_up(model, tok, splits, variants, a):
     for v in variants:
         if v == "evaluate_model": continue
         kw = variant_kwargs(v, a)
-        for s in (["astronomy"], ["high_school_psychology", "professional_law"])[: 2 if v == "compile" else 1]:
-            score_mmlu(model, tok, splits, subjects=s, per_subject=96 if v == "compile" else 32, progress=False, **kw)
+        comp = v in ("compile", "async_compile")
+        for s in (["astronomy"], ["high_school_psychology", "professional_law"])[: 2 if comp else 1]:
+            with patched(v.startswith("async")):
+                score_mmlu(model, tok, splits, subjects=s, per_subject=96 if comp else 32, progress=False, **kw)
     score_mmlu(model, tok, splits, plain=True, subjects=["astronomy"], per_subject=2, progress=False)
 
 def table(R, a) -> str:
