@@ -47,6 +47,13 @@ def _score_subject(model, tok, s, fewshot, qs, k, letter_ids, batch_size, plain,
 
 _ORIG = {}
 
+def raise_recompile_limits(n=256):
+    "More recompiles per frame before dynamo gives up and runs the frame eagerly (default 8)."
+    import torch._dynamo.config as C
+    for k, v in (("recompile_limit", n), ("cache_size_limit", n), ("accumulated_recompile_limit", 16 * n),
+                 ("accumulated_cache_size_limit", 16 * n)):
+        if hasattr(C, k): setattr(C, k, v)
+
 @contextmanager
 def patched(on=True):
     "While active, `mka_alpha.evaluation` scores without per-batch synchronisation."

@@ -31,7 +31,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from mka_alpha.data import load_mmlu, split_mmlu
 from mka_alpha.evaluation import score_mmlu, summarize, save_run, evaluate_model, _KERNELS
 from mka_alpha.utils import n_params
-from async_scoring import patched
+from async_scoring import patched, raise_recompile_limits
 from bench_common import build_random, llama8b_config  # benchmarks/ is on sys.path when run as a script
 
 PEAK = 989e12
@@ -67,6 +67,7 @@ def variant_kwargs(name, a) -> dict:
     if name == "compile": return after | dict(compile=True)
     if name == "async": return after
     if name == "async_compile": return after | dict(compile=True)
+    if name == "async_compile_limits": return after | dict(compile=True)
     if name.startswith("budget"): return dict(token_budget=int(name[6:]))
     raise ValueError(f"unknown variant {name!r}")
 
@@ -86,6 +87,7 @@ def run_variant(name, model, tok, splits, a, N, ceiling) -> tuple:
         recs = [json.loads(l) for l in (a.out / name / "predictions.jsonl").open()]
         st = res["tokens"] | dict(seconds=res["mmlu_seconds"], wall_s=res["wall_time_s"])
     else:
+        if name == "async_compile_limits": raise_recompile_limits()
         with patched(name.startswith("async")):
             recs, st = score_mmlu(model, tok, splits, limit=a.limit, progress=False, **variant_kwargs(name, a))
     run = st["prefix_tokens"] + st["question_tokens"]
@@ -101,7 +103,8 @@ def warm_up(model, tok, splits, variants, a):
     for v in variants:
         if v == "evaluate_model": continue
         kw = variant_kwargs(v, a)
-        comp = v in ("compile", "async_compile")
+        comp = v in ("compile", "async_compile", "async_compile_limits")
+        if v == "async_compile_limits": raise_recompile_limits()
         for s in (["astronomy"], ["high_school_psychology", "professional_law"])[: 2 if comp else 1]:
             with patched(v.startswith("async")):
                 score_mmlu(model, tok, splits, subjects=s, per_subject=96 if comp else 32, progress=False, **kw)
