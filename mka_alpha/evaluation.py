@@ -79,10 +79,16 @@ def _logprobs(model, h) -> torch.Tensor:
     return logits.log_softmax(-1)
 
 # %% ../nbs/07_evaluation.ipynb #736314aa
+def _to_device(x, device):
+    "Host tensor `x` on `device`; to a GPU from pinned memory without waiting for the GPU's queue to drain."
+    cuda = torch.device(device).type == "cuda"
+    return x.pin_memory().to(device, non_blocking=True) if cuda else x.to(device)
+
 def _last_logprobs(model, hidden, lengths, letter_ids) -> torch.Tensor:
-    "Letter log-probs (log-softmax over the vocabulary) at position `lengths-1` of each row of `hidden`."
-    h = hidden[torch.arange(len(lengths), device=hidden.device), torch.as_tensor(lengths, device=hidden.device) - 1]
-    return _logprobs(model, h)[:, letter_ids].cpu()
+    "Letter log-probs (log-softmax over the vocabulary) at position `lengths-1` of each row of `hidden`, on its device."
+    dev = hidden.device
+    h = hidden[torch.arange(len(lengths), device=dev), _to_device(torch.as_tensor(lengths), dev) - 1]
+    return _logprobs(model, h)[:, _to_device(torch.as_tensor(letter_ids), h.device)]
 
 # %% ../nbs/07_evaluation.ipynb #fbb7e918
 def _pad(seqs, pad_id, device):
@@ -91,7 +97,7 @@ def _pad(seqs, pad_id, device):
     ids = torch.full((len(seqs), L), pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), L), dtype=torch.long)
     for i, s in enumerate(seqs): ids[i, :len(s)], mask[i, :len(s)] = torch.tensor(s), 1
-    return ids.to(device), mask.to(device), [len(s) for s in seqs]
+    return _to_device(ids, device), _to_device(mask, device), [len(s) for s in seqs]
 
 # %% ../nbs/07_evaluation.ipynb #f670d54f
 @torch.no_grad()
@@ -288,12 +294,16 @@ def cascade_unsupported(model):
     return None
 
 # %% ../nbs/07_evaluation.ipynb #5a0c1e35
+_RECOMPILE_LIMITS = {k: v for k, v in dict(recompile_limit=256, accumulated_recompile_limit=4096).items()
+                     if hasattr(torch._dynamo.config, k)}  # dynamo's default (8) runs later shapes eagerly
+
 @contextmanager
 def compiled_blocks(model, on=True):
     "While active, `model`'s decoder blocks run through `torch.compile` (dynamic shapes); eager again afterwards."
     blocks = list(model.get_decoder().layers) if on else []
     for b in blocks: b.compile(dynamic=True)
-    try: yield on
+    try:
+        with torch._dynamo.config.patch(**_RECOMPILE_LIMITS): yield on
     finally:
         for b in blocks: b._compiled_call_impl = None  # what `nn.Module.compile` set
 
@@ -357,10 +367,9 @@ def _score_subject(model, tok, s, fewshot, qs, k, letter_ids, batch_size, plain,
         return out, len(pre), suf, mode
     kv = None if mode == "whole" or not bs else prefix_kv(model, pre)
     pad, run = tok.pad_token_id or 0, dict(cascade=score_cascade, prefix=score_suffixes).get(mode)
-    for idx in bs:
-        xs = [suf[i] for i in idx]
-        if run: out[idx] = run(model, kv, xs, letter_ids, pad)
-        else: out[idx] = score_batch(model, [pre + x for x in xs], letter_ids, pad)
+    parts = [run(model, kv, [suf[i] for i in idx], letter_ids, pad) if run else
+             score_batch(model, [pre + suf[i] for i in idx], letter_ids, pad) for idx in bs]
+    if parts: out[[i for b in bs for i in b]] = torch.cat(parts).cpu()  # the subject's one wait for the GPU
     return out, len(pre), suf, mode
 
 # %% ../nbs/07_evaluation.ipynb #d88ed868
