@@ -65,3 +65,11 @@ def patched(on=True):
     finally:
         if on:
             for n in names: setattr(E, n, _ORIG[n])
+
+@contextmanager
+def f32_merge(on=True):
+    "While active, cascade attention merges its prefix and suffix parts in float32 (one rounding to bf16, at the end)."
+    old = E._merge
+    if on: E._merge = lambda o1, l1, o2, l2: torch.lerp(o2.float(), o1.float(), torch.sigmoid(l1 - l2).float()[..., None])
+    try: yield on
+    finally: E._merge = old

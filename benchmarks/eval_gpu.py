@@ -31,7 +31,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from mka_alpha.data import load_mmlu, split_mmlu
 from mka_alpha.evaluation import score_mmlu, summarize, save_run, evaluate_model, _KERNELS
 from mka_alpha.utils import n_params
-from async_scoring import patched, raise_recompile_limits
+from async_scoring import patched, raise_recompile_limits, f32_merge
 from bench_common import build_random, llama8b_config  # benchmarks/ is on sys.path when run as a script
 
 PEAK = 989e12
@@ -66,6 +66,8 @@ def variant_kwargs(name, a) -> dict:
     if name == "after": return after
     if name == "compile": return after | dict(compile=True)
     if name == "async": return after
+    if name == "f32merge": return after
+    if name == "cascade_b64": return dict(token_budget=None, batch_size=a.batch_size)
     if name == "async_compile": return after | dict(compile=True)
     if name == "async_compile_limits": return after | dict(compile=True)
     if name.startswith("budget"): return dict(token_budget=int(name[6:]))
@@ -88,7 +90,7 @@ def run_variant(name, model, tok, splits, a, N, ceiling) -> tuple:
         st = res["tokens"] | dict(seconds=res["mmlu_seconds"], wall_s=res["wall_time_s"])
     else:
         if name == "async_compile_limits": raise_recompile_limits()
-        with patched(name.startswith("async")):
+        with patched(name.startswith("async")), f32_merge(name == "f32merge"):
             recs, st = score_mmlu(model, tok, splits, limit=a.limit, progress=False, **variant_kwargs(name, a))
     run = st["prefix_tokens"] + st["question_tokens"]
     return recs, dict(n=len(recs), seconds=st["seconds"], questions_per_s=len(recs) / st["seconds"],
