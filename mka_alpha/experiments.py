@@ -232,10 +232,12 @@ def run_records(run_dir) -> list:
             with op(f, "rt") as fh: return [json.loads(l) for l in fh if l.strip()]
     raise FileNotFoundError(f"No predictions.jsonl in {d}: the run did not finish its evaluation.")
 
+from .fusion import saved_alphas
+
 def _alphas(r):
+    "One alpha per pair of a run's results (fused, else learned; per-tensor alphas by their mean), or `None`."
     c = r.get("compression") or {}
-    a = c.get("fused_alphas") or c.get("learned_alphas")
-    return [mean_alpha(x) for x in a] if a else None
+    return saved_alphas(c) or saved_alphas(c, "learned_alphas") or None
 
 # %% ../nbs/08_experiments.ipynb #b1c06a61
 def _extra(r) -> dict:

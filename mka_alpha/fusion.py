@@ -8,13 +8,14 @@ import copy, json, shutil, tempfile
 from pathlib import Path
 import torch
 from .models import get_layers
-from .mergeable import MergeBase, MLPMergeableLayer, WeightMergeableLayer, check_same_shape, is_mergeable, validate_plan
-from .training import _set_layers, extract_learned_alphas
+from .plans import MergePlan, check_plan, drop, mean_alpha, remove_layers
+from .mergeable import check_same_shape, is_mergeable
+from .training import _set_layers, extract_learned_alphas, wrappers
 from .utils import atomic_folder, model_device, n_params
 
 # %% auto #0
 __all__ = ['blend_states', 'load_block_params', 'fuse_blocks', 'fused_state', 'collect_mlp_alphas', 'renumber_layers',
-           'alphas_info', 'fuse_mergeable_layers', 'fuse_plan', 'drop_layers', 'save_fused']
+           'alphas_info', 'saved_alphas', 'fuse_mergeable_layers', 'fuse_plan', 'drop_layers', 'save_fused']
 
 # %% ../nbs/06_fusion.ipynb #13fc5e8a
 def blend_states(sd_l: dict, sd_m: dict, alpha) -> dict:
@@ -26,6 +27,7 @@ def blend_states(sd_l: dict, sd_m: dict, alpha) -> dict:
         out[k] = (a * tl.detach().float() + (1 - a) * sd_m[k].detach().to(tl.device).float()).to(tl.dtype)
     return out
 
+# %% ../nbs/06_fusion.ipynb #671a3454
 def load_block_params(block, sd: dict):
     "Copy `sd` into the parameters of `block`, in place."
     with torch.no_grad():
@@ -49,17 +51,17 @@ def fused_state(layer) -> dict:
 @torch.no_grad()
 def collect_mlp_alphas(model, dataloader, max_batches=None) -> dict:
     "Record the per-sample alphas of every MLP layer over `dataloader`; returns `{pair: stats}`."
-    ws = [w for w in model.modules() if isinstance(w, MLPMergeableLayer)]
+    ws = [w for w in model.modules() if is_mergeable(w)]
     was = model.training; model.eval(); dev = model_device(model)
-    for w in ws: w.alpha_records.clear(); w.recording = True
+    for w in ws: w.set_recording(True)
     try:
         for i, b in enumerate(dataloader):
             if max_batches is not None and i >= max_batches: break
             model(input_ids=b["input_ids"].to(dev), attention_mask=b["attention_mask"].to(dev), use_cache=False)
     finally:
-        for w in ws: w.recording = False
+        for w in ws: w.set_recording(False, clear=False)
         model.train(was)
-    return {w.pair: w.alpha_stats() for w in ws}
+    return {w.pair: s for w in ws if (s := w.alpha_stats()) is not None}
 
 # %% ../nbs/06_fusion.ipynb #98c6ac06
 def renumber_layers(model, kept, original_layer_types=None):
@@ -73,23 +75,20 @@ def renumber_layers(model, kept, original_layer_types=None):
     return model
 
 # %% ../nbs/06_fusion.ipynb #5fb78e43
-def _fused_alpha(w):
-    if isinstance(w, MLPMergeableLayer): return w.alpha_stats()["mean"]
-    if isinstance(w, WeightMergeableLayer):
-        al = {k: v.item() for k, v in w.alphas().items()}
-        return al["pair"] if w.per == "pair" else al
-    return w.alpha.item()
-
 def alphas_info(model) -> dict:
-    "The `learned_alphas.json` record of a model holding mergeable layers."
-    st, ws = model._mka, {w.pair: w for w in model.modules() if isinstance(w, MergeBase)}
-    mlp = [ws[p].alpha_stats() if isinstance(ws[p], MLPMergeableLayer) else None for p in st.plan]
-    n = len(st.original_layers)
+    "The `learned_alphas.json` record of a model holding mergeable layers (each wrapper reports its own alpha)."
+    st, ws, n = model._mka, wrappers(model), len(model._mka.original_layers)
     return dict(pairs=[list(p) for p in st.plan], learned_alphas=[r["alpha"] for r in extract_learned_alphas(model)],
-                fused_alphas=[_fused_alpha(ws[p]) for p in st.plan], similarity_scores=st.similarity_scores,
+                fused_alphas=[w.fused_alpha() for w in ws], similarity_scores=st.similarity_scores,
                 alpha_init_strategy=st.alpha_init_strategy, alpha_inits=st.alpha_inits, mode=st.mode,
-                mlp_alpha_stats=mlp, num_layers_before=n, num_layers_after=n - len(st.plan),
+                mlp_alpha_stats=[w.alpha_stats() for w in ws], num_layers_before=n, num_layers_after=n - len(st.plan),
                 removed_layers=sorted(m for _, m in st.plan))
+
+# %% ../nbs/06_fusion.ipynb #4b4d71a8
+def saved_alphas(record, key="fused_alphas"):
+    "One alpha per pair from a saved alpha record (`learned_alphas.json`, a run's `compression`), or `None`."
+    a = (record or {}).get(key)
+    return None if a is None else [mean_alpha(x) for x in a]
 
 # %% ../nbs/06_fusion.ipynb #e950d87f
 def fuse_mergeable_layers(model, copy_blocks=True) -> dict:
@@ -112,34 +111,30 @@ def fuse_mergeable_layers(model, copy_blocks=True) -> dict:
 # %% ../nbs/06_fusion.ipynb #5658988f
 def fuse_plan(model, plan, alphas=0.5, similarity=None, label="fixed"):
     "Fuse merge `plan` into `model` (in place) with `alphas` (float, or one per pair); returns `(model, info)`."
-    layers = list(get_layers(model)); plan = validate_plan(plan, len(layers))
+    layers = list(get_layers(model)); plan = check_plan(plan, len(layers))
     alphas = [alphas] * len(plan) if isinstance(alphas, (int, float, dict)) else list(alphas)
     if len(alphas) != len(plan): raise ValueError(f"{len(alphas)} alphas for a plan of {len(plan)} pairs.")
-    cur, types = {i: dict(b.named_parameters()) for i, b in enumerate(layers)}, getattr(model.config, "layer_types", None)
+    cur = {i: dict(b.named_parameters()) for i, b in enumerate(layers)}
     for (l, m), a in zip(plan, alphas):
         check_same_shape(layers[l], layers[m]); cur[l] = blend_states(cur[l], cur.pop(m), a)
     for l in {l for l, _ in plan} & cur.keys(): load_block_params(layers[l], cur[l])
-    kept = sorted(cur); _set_layers(model, [layers[i] for i in kept]); renumber_layers(model, kept, types)
+    remove_layers(model, [m for _, m in plan])
     info = dict(pairs=[list(p) for p in plan], learned_alphas=None, fused_alphas=alphas, mode=label,
                 similarity_scores=[float(similarity[l][m]) for l, m in plan] if similarity is not None else None,
                 alpha_init_strategy=None, mlp_alpha_stats=None, num_layers_before=len(layers),
-                num_layers_after=len(kept), removed_layers=sorted(m for _, m in plan))
+                num_layers_after=len(cur), removed_layers=sorted(m for _, m in plan))
     return model, info
 
 # %% ../nbs/06_fusion.ipynb #f12e56a5
 def drop_layers(model, plan):
-    "The baseline beside every merge: remove the blocks `plan` would absorb, leave the others untouched."
-    layers = list(get_layers(model)); plan = validate_plan(plan, len(layers))
-    kept = sorted(set(range(len(layers))) - {m for _, m in plan})
-    types = getattr(model.config, "layer_types", None)
-    _set_layers(model, [layers[i] for i in kept]); return renumber_layers(model, kept, types)
-
-
+    "The baseline beside every merge: remove the blocks `plan` would absorb (`plans.drop`), leave the others untouched."
+    return remove_layers(model, drop(MergePlan(plan, len(get_layers(model)))))
 
 # %% ../nbs/06_fusion.ipynb #7d279f83
 def save_fused(model, tokenizer, out_dir, alphas_info: dict, max_shard_size="5GB") -> Path:
     "Write the fused `model` (safetensors shards of `max_shard_size`), `tokenizer`, `learned_alphas.json`, atomically."
-    if hasattr(model, "_mka"): raise ValueError("The model still holds mergeable layers: call `fuse_mergeable_layers` first.")
+    if hasattr(model, "_mka"):
+        raise ValueError("The model still holds mergeable layers: call `fuse_mergeable_layers` first.")
     with atomic_folder(out_dir) as tmp:
         model.save_pretrained(tmp, max_shard_size=max_shard_size)
         if tokenizer is not None: tokenizer.save_pretrained(tmp)

@@ -28,27 +28,51 @@ def check_num_layer(num_layer, num_layers) -> int:
 # %% ../nbs/03_plans.ipynb #7efc1e29
 def num_layer_from_ratio(target_compression, num_layers) -> int:
     "Blocks to remove for a target compression ratio `removed / total`, rounded to the nearest block."
-    if not 0 <= target_compression < 1: raise ValueError(f"target_compression is a ratio in [0, 1), got {target_compression}.")
+    if not 0 <= target_compression < 1:
+        raise ValueError(f"target_compression is a ratio in [0, 1), got {target_compression}.")
     return check_num_layer(math.floor(target_compression * num_layers + 0.5), num_layers)
 
 # %% ../nbs/03_plans.ipynb #d7a743b9
 def resolve_num_layer(num_layers, num_layer=None, target_compression=None) -> int:
     "`--num_layer` or `--target_compression` (exactly one) as a number of blocks to remove."
-    if (num_layer is None) == (target_compression is None): raise ValueError("Give exactly one of num_layer and target_compression.")
-    return check_num_layer(num_layer, num_layers) if num_layer is not None else num_layer_from_ratio(target_compression, num_layers)
+    if (num_layer is None) == (target_compression is None):
+        raise ValueError("Give exactly one of num_layer and target_compression.")
+    if num_layer is not None: return check_num_layer(num_layer, num_layers)
+    return num_layer_from_ratio(target_compression, num_layers)
 
 # %% ../nbs/03_plans.ipynb #ddb921c6
+def _as_pair(i, step) -> tuple:
+    "Step `i` as a pair of two Python ints, or a ValueError (floats and bools are refused, numpy ints accepted)."
+    step = tuple(step)
+    if len(step) != 2 or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) for v in step):
+        raise ValueError(f"Step {i}: {step!r} is not a pair of two int block indices (l, m).")
+    return int(step[0]), int(step[1])
+
+# %% ../nbs/03_plans.ipynb #677bafa2
+def _check_step(i, l, m, num_layers, alive, seen):
+    "Raise a ValueError naming what is wrong with step `i` `(l, m)`, given the blocks `alive` before it."
+    for b in (l, m):
+        if not 0 <= b < num_layers:
+            raise ValueError(f"Step {i} {(l, m)}: block index {b} is out of range; "
+                             f"valid indices are 0..{num_layers - 1}.")
+    if l == m: raise ValueError(f"Step {i} {(l, m)}: a block cannot absorb itself; give two different blocks.")
+    for b in (l, m):
+        if b in alive: continue
+        rep = f" (it repeats the pair of step {seen[frozenset((l, m))]})" if frozenset((l, m)) in seen else ""
+        raise ValueError(f"Step {i} {(l, m)}: block {b} is already absorbed by an earlier step{rep}. "
+                         "To chain merges, name the surviving block of the earlier step instead.")
+
+# %% ../nbs/03_plans.ipynb #ea9a0853
 def check_plan(steps, num_layers) -> list:
-    "Validate merge steps `(l, m)`: indices in range, `l != m`, both alive at their step. Returns the steps as int tuples."
-    alive, out = set(range(num_layers)), []
-    for i, st in enumerate(steps):
-        l, m = (int(v) for v in st)
-        if l == m: raise ValueError(f"Step {i} {(l, m)}: a block cannot absorb itself.")
-        for b in (l, m):
-            if b not in alive: raise ValueError(f"Step {i} {(l, m)}: block {b} is " + ("out of range" if not 0 <= b < num_layers else "already absorbed") + f" (model of {num_layers} blocks).")
-        alive.discard(m); out.append((l, m))
-    if not alive: raise ValueError("The plan removes every block.")
-    return out
+    "Validate merge steps `(l, m)` for a model of `num_layers` blocks (the rules above); returns them as int tuples."
+    steps = [_as_pair(i, st) for i, st in enumerate(steps)]
+    if len(steps) >= num_layers:
+        raise ValueError(f"A plan of {len(steps)} steps would remove every block of a {num_layers}-block model: "
+                         f"merge at most {num_layers - 1} pairs.")
+    alive, seen = set(range(num_layers)), {}
+    for i, (l, m) in enumerate(steps):
+        _check_step(i, l, m, num_layers, alive, seen); alive.discard(m); seen.setdefault(frozenset((l, m)), i)
+    return steps
 
 # %% ../nbs/03_plans.ipynb #6bea707b
 @dataclass
@@ -66,8 +90,9 @@ class MergePlan:
     @property
     def compression_ratio(self): return len(self.steps) / self.num_layers
     def to_dict(self):
-        return dict(method=self.method, num_layers=self.num_layers, steps=[list(s) for s in self.steps], removed=self.removed,
-                    num_removed=len(self.steps), compression_ratio=self.compression_ratio, scores=[float(s) for s in self.scores])
+        return dict(method=self.method, num_layers=self.num_layers, steps=[list(s) for s in self.steps],
+                    removed=self.removed, num_removed=len(self.steps), compression_ratio=self.compression_ratio,
+                    scores=[float(s) for s in self.scores])
 
 # %% ../nbs/03_plans.ipynb #ba5c2488
 def mka_backward(num_layers, num_layer) -> MergePlan:
@@ -106,9 +131,10 @@ def shortgpt(block_influence, num_layer) -> list:
 
 # %% ../nbs/03_plans.ipynb #4804f143
 def remove_layers(model, drop) -> torch.nn.Module:
-    "Remove blocks `drop` (original indices) from `model` in place; renumber `layer_idx`, update the config. Returns `model`."
+    "Remove blocks `drop` (original indices) from `model` in place; renumber `layer_idx`, update the config."
     layers = get_layers(model); L = len(layers); drop = set(int(i) for i in drop)
-    if not drop <= set(range(L)): raise ValueError(f"Blocks {sorted(drop - set(range(L)))} are out of range for {L} blocks.")
+    if not drop <= set(range(L)):
+        raise ValueError(f"Blocks {sorted(drop - set(range(L)))} are out of range for {L} blocks.")
     keep = [i for i in range(L) if i not in drop]
     if not keep: raise ValueError("Cannot remove every block.")
     model.model.layers = torch.nn.ModuleList([layers[i] for i in keep])
@@ -116,7 +142,8 @@ def remove_layers(model, drop) -> torch.nn.Module:
         for mod in blk.modules():
             if hasattr(mod, "layer_idx"): mod.layer_idx = new
     model.config.num_hidden_layers = len(keep)
-    if getattr(model.config, "layer_types", None) is not None: model.config.layer_types = [model.config.layer_types[i] for i in keep]
+    types = getattr(model.config, "layer_types", None)
+    if types is not None: model.config.layer_types = [types[i] for i in keep]
     return model
 
 # %% ../nbs/03_plans.ipynb #c9f08ba4

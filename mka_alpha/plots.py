@@ -66,14 +66,15 @@ def plot_accuracy(comb, path, key="average_accuracy", label="MMLU accuracy") -> 
     return _save(fig, path)
 
 # %% ../nbs/09_plots.ipynb #7a87c849
+from .fusion import saved_alphas
+
 def learned_alphas(comb) -> dict:
     "Per trained method: `(pairs, alphas, similarity)` from each method's compression record."
     out = {}
     for m, r in comb.get("details", {}).items():
         c = r.get("compression") or {}
-        if c.get("fused_alphas") is not None and m.startswith("learned"):
-            out[m] = (c["pairs"], [mean_alpha(a) for a in c["fused_alphas"]],
-                      c.get("similarity_scores"))
+        a = saved_alphas(c)
+        if a is not None and m.startswith("learned"): out[m] = (c["pairs"], a, c.get("similarity_scores"))
     return out
 
 # %% ../nbs/09_plots.ipynb #b534d3a3

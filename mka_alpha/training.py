@@ -14,15 +14,15 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 from tqdm.auto import tqdm
 from .models import get_layers
+from .plans import check_plan
 from .utils import model_device
-from .mergeable import (MODES, MergeBase, MLPMergeableLayer, WeightMergeableLayer, attach_padding_mask_hook,
-                                 check_alpha_init, create_mergeable_layer, is_mergeable, validate_plan)
+from .mergeable import MODES, attach_padding_mask_hook, check_alpha_init, create_mergeable_layer, is_mergeable
 
 # %% auto #0
 __all__ = ['ALPHA_INIT_STRATEGIES', 'DEFAULT_LR', 'DEFAULT_MLP_LR', 'DEFAULT_STEPS', 'init_alphas', 'MergeState',
-           'replace_layers_with_mergeable', 'dense_layers', 'alpha_parameters', 'freeze_all_but_alphas',
-           'check_only_alphas_have_grads', 'kd_loss', 'lm_loss', 'prefix_state', 'from_layer', 'set_checkpointing',
-           'TrainHistory', 'train_alpha_parameters', 'extract_learned_alphas']
+           'number_cache_slots', 'replace_layers_with_mergeable', 'dense_layers', 'alpha_parameters',
+           'freeze_all_but_alphas', 'check_only_alphas_have_grads', 'kd_loss', 'lm_loss', 'prefix_state', 'from_layer',
+           'set_checkpointing', 'TrainHistory', 'wrappers', 'train_alpha_parameters', 'extract_learned_alphas']
 
 # %% ../nbs/05_training.ipynb #8550b08d
 ALPHA_INIT_STRATEGIES = ("uniform", "similarity", "fixed_07")
@@ -49,6 +49,7 @@ class MergeState:
     hook: object = None
     original_layer_types: list | None = None
 
+# %% ../nbs/05_training.ipynb #45460165
 def _set_layers(model, layers):
     get_layers(model)  # validates the model family
     model.model.layers = nn.ModuleList(layers)
@@ -61,20 +62,42 @@ def _resolve_inits(plan, alpha_inits, similarity):
     if len(inits) != len(plan): raise ValueError(f"{len(inits)} alpha_inits for a plan of {len(plan)} pairs.")
     return inits, None
 
-# %% ../nbs/05_training.ipynb #2b163059
-def replace_layers_with_mergeable(model, plan, mode="simple", alpha_inits="uniform", similarity=None, **kwargs):
-    "Wrap the pairs of merge `plan` in `mode` wrappers (in place); `alpha_inits`: strategy name, float or list."
-    if hasattr(model, "_mka"): raise ValueError("The model already holds mergeable layers; fuse it or load a fresh one.")
-    layers = list(get_layers(model)); plan = validate_plan(plan, len(layers))
-    inits, strategy = _resolve_inits(plan, alpha_inits, similarity)
+# %% ../nbs/05_training.ipynb #181bb9a6
+def _set_layer_idx(module, i):
+    for mod in module.modules():
+        if hasattr(mod, "layer_idx"): mod.layer_idx = i
+
+# %% ../nbs/05_training.ipynb #cc39d4c9
+def number_cache_slots(model, types=None):
+    "Renumber a wrapped model's `layer_idx` (one KV-cache slot per running block); `types`: one per position."
+    layers = list(get_layers(model))
+    extra = [(i, b) for i, l in enumerate(layers) if is_mergeable(l) for b in l.running_blocks()[1:]]
+    for i, l in enumerate(layers): _set_layer_idx(l, i)
+    for s, (_, b) in enumerate(extra, len(layers)): _set_layer_idx(b, s)
+    if types: model.config.layer_types = list(types) + [types[i] for i, _ in extra]
+    return model
+
+# %% ../nbs/05_training.ipynb #4ab07ea3
+def _wrap_plan(layers, plan, inits, mode, **kwargs) -> list:
+    "The layer list after wrapping each pair of `plan` in turn (chains nest)."
     cur = dict(enumerate(layers))
     for (l, m), a in zip(plan, inits):
         cur[l] = create_mergeable_layer(cur[l], cur.pop(m), a, mode, pair=(l, m), **kwargs)
+    return [cur[i] for i in sorted(cur)]
+
+# %% ../nbs/05_training.ipynb #2b163059
+def replace_layers_with_mergeable(model, plan, mode="simple", alpha_inits="uniform", similarity=None, **kwargs):
+    "Wrap the pairs of merge `plan` in `mode` wrappers (in place); `alpha_inits`: strategy name, float or list."
+    if hasattr(model, "_mka"):
+        raise ValueError("The model already holds mergeable layers; fuse it or load a fresh one.")
+    layers = list(get_layers(model)); plan = check_plan(plan, len(layers))
+    inits, strategy = _resolve_inits(plan, alpha_inits, similarity)
     sims = [float(similarity[l][m]) for l, m in plan] if similarity is not None else None
     types = getattr(model.config, "layer_types", None)
     state = MergeState(plan, mode, layers, inits, strategy, sims, original_layer_types=list(types) if types else None)
-    _set_layers(model, [cur[i] for i in sorted(cur)])
-    if types and len(set(types)) > 1: model.config.layer_types = [types[i] for i in sorted(cur)]  # positional
+    _set_layers(model, _wrap_plan(layers, plan, inits, mode, **kwargs))
+    kept = sorted(set(range(len(layers))) - {m for _, m in plan})
+    number_cache_slots(model, [types[i] for i in kept] if types else None)
     if mode == "mlp": state.hook = attach_padding_mask_hook(model)
     model._mka = state
     return model
@@ -84,19 +107,23 @@ def replace_layers_with_mergeable(model, plan, mode="simple", alpha_inits="unifo
 def dense_layers(model):
     "Within the block, `model` runs its original (dense) blocks; the mergeable layers come back afterwards."
     st, cur, types = model._mka, list(get_layers(model)), getattr(model.config, "layer_types", None)
+    idx = [(m, m.layer_idx) for m in model.modules() if hasattr(m, "layer_idx")]
     _set_layers(model, st.original_layers)
+    for i, b in enumerate(st.original_layers): _set_layer_idx(b, i)
     if st.original_layer_types: model.config.layer_types = st.original_layer_types
     try: yield model
     finally:
         _set_layers(model, cur)
+        for m, i in idx: m.layer_idx = i
         if st.original_layer_types: model.config.layer_types = types
 
 # %% ../nbs/05_training.ipynb #40031988
 def alpha_parameters(model) -> dict:
     "`{name: parameter}` of every wrapper's own parameters (alpha logits, alpha MLPs), nested ones included."
-    ids = {id(p) for w in model.modules() if isinstance(w, MergeBase) for p in w.alpha_parameters()}
+    ids = {id(p) for w in model.modules() if is_mergeable(w) for p in w.alpha_parameters()}
     return {n: p for n, p in model.named_parameters() if id(p) in ids}
 
+# %% ../nbs/05_training.ipynb #6ee51654
 def freeze_all_but_alphas(model) -> dict:
     "Set `requires_grad` on the alpha parameters only; returns them."
     for p in model.parameters(): p.requires_grad_(False)
@@ -104,6 +131,7 @@ def freeze_all_but_alphas(model) -> dict:
     for p in ap.values(): p.requires_grad_(True)
     return ap
 
+# %% ../nbs/05_training.ipynb #8bbdb34d
 def check_only_alphas_have_grads(model):
     "Raise if any non-alpha parameter carries a gradient."
     ap = {id(p) for p in alpha_parameters(model).values()}
@@ -119,9 +147,11 @@ def kd_loss(student_logits, teacher_logits, mask=None):
     m = torch.ones_like(kl) if mask is None else mask.to(kl.device).float()
     return (kl * m).sum() / m.sum().clamp_min(1)
 
+# %% ../nbs/05_training.ipynb #4b24d22f
 def lm_loss(logits, labels):
     "Next-token cross-entropy; `-100` labels (padding) are ignored."
-    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten().to(logits.device), ignore_index=-100)
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten().to(logits.device),
+                           ignore_index=-100)
 
 # %% ../nbs/05_training.ipynb #f5815197
 class _Stop(Exception): pass
@@ -132,6 +162,7 @@ def _swap_input(h):
         return args, kwargs | {"hidden_states": h}
     return hook
 
+# %% ../nbs/05_training.ipynb #b43e0e1d
 @torch.no_grad()
 def prefix_state(model, start, **inputs):
     "The hidden states entering layer position `start` for `inputs` (the forward stops there)."
@@ -164,7 +195,8 @@ def set_checkpointing(model, enable=True):
     for layer in get_layers(model):
         if is_mergeable(layer): layer.checkpointing = enable
         elif hasattr(layer, "gradient_checkpointing"):
-            layer.gradient_checkpointing, layer._gradient_checkpointing_func = enable, partial(checkpoint, use_reentrant=False)
+            layer.gradient_checkpointing = enable
+            layer._gradient_checkpointing_func = partial(checkpoint, use_reentrant=False)
 
 # %% ../nbs/05_training.ipynb #0b07da93
 def _batches(dataloader, steps, seed=0):
@@ -183,20 +215,18 @@ def _batches(dataloader, steps, seed=0):
 # %% ../nbs/05_training.ipynb #04401ae6
 @dataclass
 class TrainHistory:
-    "Loss per step, alpha per pair per step (batch mean for MLP, group mean for per-tensor), timing."
+    "Loss per step, alpha per pair per step (`alpha_summary()`: batch mean for MLP, group mean for per-tensor), timing."
     loss: list = field(default_factory=list)
     alphas: list = field(default_factory=list)
     pairs: list = field(default_factory=list)
     init_alphas: list = field(default_factory=list)
     seconds_per_step: float = float("nan")
 
-def _current_alphas(model) -> list:
-    ws = {w.pair: w for w in model.modules() if isinstance(w, MergeBase)}
-    def one(w):
-        if isinstance(w, MLPMergeableLayer): return torch.cat(w.alpha_records).mean().item() if w.alpha_records else float("nan")
-        if isinstance(w, WeightMergeableLayer): return torch.stack(list(w.alphas().values())).mean().item()
-        return w.alpha.item()
-    return [one(ws[p]) for p in model._mka.plan]
+# %% ../nbs/05_training.ipynb #9e61d972
+def wrappers(model) -> list:
+    "The wrapper of each pair of `model`'s plan, in plan order (nested ones included)."
+    ws = {w.pair: w for w in model.modules() if is_mergeable(w)}
+    return [ws[p] for p in model._mka.plan]
 
 # %% ../nbs/05_training.ipynb #cdcfb2be
 def _student_teacher_logits(model, batch, start, h, teacher, loss):
@@ -217,12 +247,26 @@ def _setup(model, lr, mlp_lr, gradient_checkpointing, autocast):
     dev = model_device(model)
     ap = freeze_all_but_alphas(model)
     if not ap: raise ValueError("The model has no mergeable layers: call `replace_layers_with_mergeable` first.")
-    mlp = [p for n, p in ap.items() if ".alpha_net." in n]; logits = [p for n, p in ap.items() if ".alpha_net." not in n]
+    mlp = [p for n, p in ap.items() if ".alpha_net." in n]
+    logits = [p for n, p in ap.items() if ".alpha_net." not in n]
     opt = torch.optim.Adam([g for g in ({"params": logits, "lr": lr}, {"params": mlp, "lr": mlp_lr}) if g["params"]])
     set_checkpointing(model, dev.type == "cuda" if gradient_checkpointing is None else gradient_checkpointing)
     use_ac = dev.type == "cuda" if autocast is None else autocast
     ac = partial(torch.autocast, device_type=dev.type, dtype=torch.bfloat16, enabled=use_ac)
     return dev, opt, ac
+
+# %% ../nbs/05_training.ipynb #2b65ca4d
+def _loss(model, batch, i, start, cache, teacher, loss, ws, ac):
+    "The loss of batch `i` (its prefix state cached by `i`), the wrappers recording only the student's forward."
+    with ac():
+        h = None if start is None else cache.get(i)
+        if start is not None and h is None:
+            h = cache[i] = prefix_state(model, start, **{k: batch[k] for k in ("input_ids", "attention_mask")})
+        for w in ws: w.set_recording(True)
+        s_logits, t_logits = _student_teacher_logits(model, batch, start, h, teacher, loss)
+        for w in ws: w.set_recording(False, clear=False)
+        if loss == "kd": return kd_loss(s_logits, t_logits, batch["attention_mask"])
+        return lm_loss(s_logits, batch["labels"])
 
 # %% ../nbs/05_training.ipynb #9bf2afc6
 def train_alpha_parameters(model, dataloader, steps=DEFAULT_STEPS, lr=DEFAULT_LR, loss="kd", teacher=None,
@@ -233,37 +277,20 @@ def train_alpha_parameters(model, dataloader, steps=DEFAULT_STEPS, lr=DEFAULT_LR
     dev, opt, ac = _setup(model, lr, mlp_lr, gradient_checkpointing, autocast)
     torch.manual_seed(seed)
     start = min(min(p) for p in model._mka.plan) if skip_prefix else None
-    hist, cache, was_training = TrainHistory(pairs=list(model._mka.plan), init_alphas=list(model._mka.alpha_inits)), {}, model.training
-    mlps = [w for w in model.modules() if isinstance(w, MLPMergeableLayer)]
+    hist = TrainHistory(pairs=list(model._mka.plan), init_alphas=list(model._mka.alpha_inits))
+    ws, cache, was_training = wrappers(model), {}, model.training
     model.train(); t0 = time.perf_counter()
     for i, batch in tqdm(_batches(dataloader, steps, seed), total=steps, disable=not progress, desc="alpha"):
-        batch = {k: v.to(dev) for k, v in batch.items()}
-        with ac():
-            h = None if start is None else cache.get(i)
-            if start is not None and h is None:
-                h = cache[i] = prefix_state(model, start, input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-            for w in mlps: w.alpha_records.clear(); w.recording = True
-            s_logits, t_logits = _student_teacher_logits(model, batch, start, h, teacher, loss)
-            for w in mlps: w.recording = False
-            l = kd_loss(s_logits, t_logits, batch["attention_mask"]) if loss == "kd" else lm_loss(s_logits, batch["labels"])
+        l = _loss(model, {k: v.to(dev) for k, v in batch.items()}, i, start, cache, teacher, loss, ws, ac)
         opt.zero_grad(set_to_none=True); l.backward(); opt.step()
-        hist.loss.append(l.item()); hist.alphas.append(_current_alphas(model))
+        hist.loss.append(l.item()); hist.alphas.append([w.alpha_summary() for w in ws])
     hist.seconds_per_step = (time.perf_counter() - t0) / max(steps, 1)
-    for w in mlps: w.alpha_records.clear()
+    for w in ws: w.set_recording(False)
     check_only_alphas_have_grads(model); model.train(was_training)
     return hist
 
 # %% ../nbs/05_training.ipynb #44bc86b3
 def extract_learned_alphas(model) -> list:
     "One dict per plan pair: `pair`, `mode`, `init`, `alpha` (-1.0 for MLP), `tensor_alphas` (per-tensor mode)."
-    ws = {w.pair: w for w in model.modules() if isinstance(w, MergeBase)}
-    out = []
-    for pair, init in zip(model._mka.plan, model._mka.alpha_inits):
-        w, ta = ws[pair], None
-        if isinstance(w, MLPMergeableLayer): a = -1.0
-        elif isinstance(w, WeightMergeableLayer):
-            ta = {k: v.item() for k, v in w.alphas().items()}; a = sum(ta.values()) / len(ta)
-            if w.per == "pair": ta = None
-        else: a = w.alpha.item()
-        out.append(dict(pair=list(pair), mode=w.mode, init=init, alpha=a, tensor_alphas=ta))
-    return out
+    return [dict(pair=list(w.pair), mode=w.mode, init=init, **w.learned_alpha())
+            for w, init in zip(wrappers(model), model._mka.alpha_inits)]
