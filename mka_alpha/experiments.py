@@ -15,22 +15,25 @@ from .data import MMLUSplits, load_splits, prepare_calibration_dataloader
 from .similarity import model_similarity, save_similarity_matrix, load_similarity_matrix, plot_similarity, block_influence
 from .plans import (MergePlan, PLANS, build_plan, check_plan_name, shortgpt, remove_layers, resolve_num_layer,
                              drop_best, distance_from_drop, mean_alpha)
-from .training import DEFAULT_LR, DEFAULT_STEPS, replace_layers_with_mergeable, train_alpha_parameters
+from .training import (DEFAULT_LR, DEFAULT_STEPS, ALPHA_INIT_STRATEGIES, replace_layers_with_mergeable,
+                                train_alpha_parameters)
 from .fusion import fuse_plan, drop_layers, fuse_mergeable_layers, collect_mlp_alphas, save_fused
-from .evaluation import evaluate_model, dense_reference, heldout_sources, heldout_measures
-from .utils import atomic_write, fmt_value, text_table
+from .evaluation import (evaluate_model, dense_reference, heldout_sources, heldout_measures, option, like,
+                                  SharedFlags)
+from .utils import atomic_write, fmt_value, text_table, at_least
+from fastcore.basics import patch
 from .distributed import dist_env, is_main, all_gather, solo
 from .stats import accuracy_ci, compare_records, compare_heldout, seed_spread, fmt_ci, fmt_diff
 
 # %% auto #0
 __all__ = ['FIXED', 'TRAINED', 'METHODS', 'SEED_METHODS', 'DEFAULT_TARGET_COMPRESSION', 'BASELINES', 'PLAN_FREE',
-           'SWEEP_BASELINES', 'ABLATION_STEPS', 'ABLATION_LRS', 'check_methods', 'RunConfig', 'shared_dir',
-           'check_shared_data', 'similarity_assets', 'dense_assets', 'make_plan', 'calibration_kl', 'compress',
-           'method_template', 'absolute_paths', 'run_name', 'run_method', 'run_records', 'combine_results',
-           'check_protocols', 'paired_comparisons', 'seed_summary', 'comparison_table', 'comparisons_table',
-           'seeds_table', 'prepare_shared', 'run_tasks', 'shared_once', 'run_experiments', 'report', 'report_folder',
-           'point_config', 'sweep_tasks', 'sweep_runs', 'sweep_table', 'write_sweep', 'kl_table', 'sweep_report',
-           'run_sweep', 'report_sweep', 'is_sweep', 'ablation_configs', 'run_ablation']
+           'SWEEP_BASELINES', 'ABLATION_STEPS', 'ABLATION_LRS', 'check_methods', 'CompressFlags', 'TrainFlags',
+           'RunConfig', 'shared_dir', 'check_shared_data', 'similarity_assets', 'dense_assets', 'make_plan',
+           'calibration_kl', 'compress', 'method_template', 'absolute_paths', 'run_name', 'run_method', 'run_records',
+           'combine_results', 'check_protocols', 'paired_comparisons', 'seed_summary', 'comparison_table',
+           'comparisons_table', 'seeds_table', 'prepare_shared', 'run_tasks', 'shared_once', 'run_experiments',
+           'report', 'report_folder', 'point_config', 'sweep_tasks', 'sweep_runs', 'sweep_table', 'write_sweep',
+           'kl_table', 'sweep_report', 'run_sweep', 'report_sweep', 'is_sweep', 'ablation_configs', 'run_ablation']
 
 # %% ../nbs/08_experiments.ipynb #0c7cacae
 FIXED = {"fixed_05": 0.5, "fixed_07": 0.7}
@@ -45,52 +48,63 @@ def check_methods(methods) -> list:
     if bad: raise ValueError(f"Unknown method(s) {bad}; valid: {', '.join(METHODS)}.")
     return list(dict.fromkeys(methods))
 
+# %% ../nbs/08_experiments.ipynb #0d534d6d
+@dataclass
+class CompressFlags:
+    "Which blocks a run removes and where its files go (`RunConfig`'s fields; the seeds' flags)."
+    output_dir: str = option("experiments", "the runs' folder")
+    num_layer: int | None = option(None, "blocks to remove (default: an eighth of them)")
+    target_compression: float | None = option(None, "alternative to --num_layer: removed/total ratio")
+    plan: str = option("bi_merge", "which blocks merge (mka_backward: the paper's order)", choices=PLANS)
+    similarity_matrix: str | None = option(None, "an existing similarity_matrix.pkl (else computed and saved)")
+    similarity_samples: int = option(256, "calibration texts for the similarity matrix", type=at_least(8))
+    shared_dir: str | None = option(None, "where similarity and dense reference live (default: output_dir)")
+    drop_best_samples: int = option(64, "calibration texts that choose drop_best's kept blocks", type=at_least(1))
+    calibration_data: str | None = option(None, "a .jsonl ('text' per line) or .txt corpus to calibrate on "
+                                          "instead of MMLU questions")
+
+# %% ../nbs/08_experiments.ipynb #47d367ed
+@dataclass
+class TrainFlags:
+    "How alpha is trained (`RunConfig`'s fields; the seeds' flags)."
+    alpha_training_steps: int = option(DEFAULT_STEPS, "alpha training steps")
+    alpha_learning_rate: float = option(DEFAULT_LR, "alpha learning rate (Adam)")
+    calibration_samples: int = option(1000, "calibration texts alpha trains on", type=at_least(1))
+    calibration_batch_size: int = option(4, "calibration batch size", type=at_least(1))
+    alpha_init_strategy: str = option("uniform", "starting alphas", choices=list(ALPHA_INIT_STRATEGIES))
+    loss: str = option("kd", "training loss: kd (KL to the dense model) or lm (next token)", choices=["kd", "lm"])
+    seed: int = option(0, "seed of the calibration sample, the batch order and the MLP's initial weights")
+    max_length: int = option(512, "tokens a text at most")
+
 # %% ../nbs/08_experiments.ipynb #c42633a8
 DEFAULT_TARGET_COMPRESSION = 0.125  # 4 of 30 blocks: where the curves say the merged model still works
 
 @dataclass
-class RunConfig:
+class RunConfig(TrainFlags, CompressFlags, SharedFlags):
     "Everything a method run needs; field names follow the seeds' command-line flags."
-    model_path: str = DEFAULT_MODEL
-    data_dir: str | None = None
-    output_dir: str = "experiments"
-    num_layer: int | None = None
-    target_compression: float | None = None
-    plan: str = "bi_merge"                      # or similar_pairs, mka_backward (the paper's order): plans.PLANS
-    alpha_training_steps: int = DEFAULT_STEPS
-    alpha_learning_rate: float = DEFAULT_LR
-    calibration_samples: int = 1000
-    calibration_batch_size: int = 4
-    alpha_init_strategy: str = "uniform"
-    loss: str = "kd"
-    seed: int = 0
-    similarity_matrix: str | None = None        # an existing similarity_matrix.pkl; else computed once
-    similarity_samples: int = 256
-    ntrain: int = 5
-    eval_limit: int | None = None
-    eval_batch_size: int = 16
-    max_length: int = 512
-    device: str | None = None
-    dtype: str | None = None
-    shared_dir: str | None = None               # where similarity + dense reference live (default: output_dir)
-    heldout_tokens: int = 65536                 # pydoc prose tokens added to the held-out MMLU text (KL, perplexity)
-    save_model: bool = True                     # keep each run's fused model (`models/`); sweeps may skip it
-    drop_best_samples: int = 64                 # calibration texts that choose `drop_best`'s kept blocks
-    calibration_data: str | None = None         # a .jsonl/.txt corpus to calibrate on instead of MMLU questions
-    protocol: str | None = None                 # MMLU protocol: None picks standard when dev and val exist
-    device_map: str | dict | None = None        # spread the model over devices (accelerate): "auto", or {module: dev}
-    max_memory: str | dict | None = None        # per-device cap with device_map: "0=70GiB,1=70GiB"
-    def load(self) -> tuple:
-        "`(model, tokenizer)` of this config: `models.load_model` with its device, dtype and placement."
-        return load_model(self.model_path, device=self.device, dtype=self.dtype, device_map=self.device_map,
-                          max_memory=self.max_memory)
-    def splits(self) -> MMLUSplits:
-        "The MMLU splits of this config (`data.load_splits`)."
-        return load_splits(self.data_dir, self.ntrain, self.calibration_data, self.protocol)
-    def resolved_num_layer(self, num_layers) -> int:
-        if self.num_layer is None and self.target_compression is None:
-            return resolve_num_layer(num_layers, None, DEFAULT_TARGET_COMPRESSION)
-        return resolve_num_layer(num_layers, self.num_layer, self.target_compression)
+    heldout_tokens: int = like(SharedFlags, "heldout_tokens", 65536)
+    eval_batch_size: int = option(16, "MMLU questions a batch", type=at_least(1))
+    save_model: bool = option(True, "keep each run's fused model (models/); sweeps may skip it")
+
+# %% ../nbs/08_experiments.ipynb #e0d02ba3
+@patch
+def load(self: RunConfig) -> tuple:
+    "`(model, tokenizer)` of this config: `models.load_model` with its device, dtype and placement."
+    return load_model(self.model_path, device=self.device, dtype=self.dtype, device_map=self.device_map,
+                      max_memory=self.max_memory)
+
+@patch
+def splits(self: RunConfig) -> MMLUSplits:
+    "The MMLU splits of this config (`data.load_splits`)."
+    return load_splits(self.data_dir, self.ntrain, self.calibration_data, self.protocol)
+
+# %% ../nbs/08_experiments.ipynb #00c187c6
+@patch
+def resolved_num_layer(self: RunConfig, num_layers) -> int:
+    "Blocks to remove of `num_layers`: `num_layer`, or `target_compression`, else `DEFAULT_TARGET_COMPRESSION`."
+    if self.num_layer is None and self.target_compression is None:
+        return resolve_num_layer(num_layers, None, DEFAULT_TARGET_COMPRESSION)
+    return resolve_num_layer(num_layers, self.num_layer, self.target_compression)
 
 # %% ../nbs/08_experiments.ipynb #a3fdda01
 def shared_dir(cfg: RunConfig) -> Path: return Path(cfg.shared_dir or cfg.output_dir)
