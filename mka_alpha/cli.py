@@ -22,9 +22,10 @@ from .experiments import (RunConfig, METHODS, SEED_METHODS, check_methods, simil
 from .plots import plot_training
 
 # %% auto #0
-__all__ = ['RUN_FLAGS', 'EVALUATE_NAMES', 'PipelineFlags', 'pipeline_parser', 'check_run_flags', 'check_points',
-           'pipeline_method', 'pipeline_config', 'save_pipeline', 'run_pipeline', 'pipeline_main', 'EvaluateFlags',
-           'evaluate_parser', 'evaluate_config', 'sweep_points', 'evaluate_methods_main']
+__all__ = ['RUN_FLAGS', 'EVALUATE_NAMES', 'PipelineFlags', 'pipeline_parser', 'check_model_flags', 'check_run_flags',
+           'check_points', 'pipeline_method', 'pipeline_config', 'save_pipeline', 'run_pipeline', 'pipeline_main',
+           'EvaluateFlags', 'evaluate_parser', 'evaluate_config', 'sweep_points', 'report_only',
+           'evaluate_methods_main']
 
 # %% ../nbs/10_cli.ipynb #402b2942
 RUN_FLAGS = ("model_path", "data_dir", "similarity_matrix", "plan", "loss", "seed", "alpha_init_strategy", "eval_limit",
@@ -40,6 +41,7 @@ class PipelineFlags:
     evaluate: bool = option(False, "evaluate the merged model on MMLU (see --eval_limit)")
     tag: str | None = option(None, "a run name: outputs go to OUTPUT_DIR/TAG")
 
+# %% ../nbs/10_cli.ipynb #6d3c94c4
 def pipeline_parser() -> CommandParser:
     "`mka-pipeline`'s parser: `RunConfig`'s fields under the seeds' flag names, and `PipelineFlags`."
     own = ("num_layer", "target_compression", "alpha_training_steps", "alpha_learning_rate", "calibration_samples",
@@ -48,12 +50,16 @@ def pipeline_parser() -> CommandParser:
                         (RunConfig, RUN_FLAGS + own), PipelineFlags)
 
 # %% ../nbs/10_cli.ipynb #09d3bb33
-def check_run_flags(cfg: RunConfig) -> int:
-    "Check the model, data, calibration corpus and similarity matrix of `cfg` (nothing loaded); the block count."
+def check_model_flags(cfg: RunConfig) -> int:
+    "Check the model and its placement flags of `cfg` from its config alone (nothing loaded); the block count."
     L = flag_error("--model_path", model_num_layers, cfg.model_path)
     flag_error("--device_map", parse_device_map, cfg.device_map)
-    flag_error("--max_memory", parse_max_memory, cfg.max_memory)
-    flag_error("--data_dir", check_data_dir, cfg.data_dir)
+    flag_error("--max_memory", parse_max_memory, cfg.max_memory); return L
+
+# %% ../nbs/10_cli.ipynb #4b1fec38
+def check_run_flags(cfg: RunConfig) -> int:
+    "Check the model, data, calibration corpus and similarity matrix of `cfg` (nothing loaded); the block count."
+    L = check_model_flags(cfg); flag_error("--data_dir", check_data_dir, cfg.data_dir)
     if cfg.protocol == "standard": flag_error("--protocol", lambda: cfg.splits())
     if cfg.calibration_data: flag_error("--calibration_data", read_calibration_data, cfg.calibration_data)
     if cfg.similarity_matrix and Path(cfg.similarity_matrix).exists():  # a new path: computed and saved there
@@ -75,7 +81,8 @@ def pipeline_method(a) -> str:
     mode = a.merge_mode or ("mlp" if a.use_mlp_merge else "simple")
     if a.use_mlp_merge and mode != "mlp": raise ValueError("--use_mlp_merge conflicts with --merge_mode " + mode)
     if not a.use_learnable_alpha:
-        if a.use_mlp_merge or a.merge_mode: raise ValueError("--use_mlp_merge / --merge_mode need --use_learnable_alpha.")
+        if a.use_mlp_merge or a.merge_mode:
+            raise ValueError("--use_mlp_merge / --merge_mode need --use_learnable_alpha.")
         return "mka_similarity"
     return {v: k for k, v in TRAINED.items()}[mode]
 
@@ -120,7 +127,7 @@ def pipeline_main(argv=None):
 @dataclass
 class EvaluateFlags:
     "`mka-evaluate`'s own flags; the others are `RunConfig` fields (some under the seeds' names: `EVALUATE_NAMES`)."
-    output_dir: str = option("./experiments", "the runs' folder: OUTPUT_DIR/<method>/, a sweep's OUTPUT_DIR/<plan>/k<k>/")
+    output_dir: str = option("./experiments", "the runs' folder: OUTPUT_DIR/<method>/, in a sweep per <plan>/k<k>/")
     include_mlp: bool = option(False, "add learned_mlp to the seeds' four methods")
     num_layer: list[int] | None = option(None, "blocks to remove; several values make a sweep", nargs="+")
     target_compression: list[float] | None = option(None, "alternative to --num_layer: ratios", nargs="+")
@@ -134,6 +141,7 @@ class EvaluateFlags:
     seeds: list[int] | None = option(None, "run each trained method once per seed (calibration sample, batch order, "
                                      "MLP init); reports mean and spread", nargs="+")
 
+# %% ../nbs/10_cli.ipynb #9115d997
 EVALUATE_NAMES = dict(num_training_steps="alpha_training_steps", learning_rate="alpha_learning_rate",
                       batch_size="calibration_batch_size", num_calibration_samples="calibration_samples")
 
@@ -165,13 +173,18 @@ def sweep_points(a, cfg: RunConfig, num_layers) -> tuple:
     return plans, check_points(cfg, plans, num_layers, a.num_layer or a.target_compression, flag)
 
 # %% ../nbs/10_cli.ipynb #447c1b16
+def report_only(output_dir) -> None:
+    "`--report_only`: re-combine and print the finished runs of `output_dir` (a comparison or a sweep)."
+    if not Path(output_dir).is_dir(): raise FileNotFoundError(
+        f"--output_dir {output_dir} does not exist: --report_only needs the folder of an earlier run.")
+    (report_sweep if is_sweep(output_dir) else report_folder)(output_dir)
+
+# %% ../nbs/10_cli.ipynb #da85cb87
 def evaluate_methods_main(argv=None):
     "Console entry `mka-evaluate` (the seeds' `evaluate_methods.py` flags); prints the comparison table."
     p = evaluate_parser(); a = p.parse_args(argv)
     with command_errors(p, a.debug):
-        if a.report_only and not Path(a.output_dir).is_dir(): raise FileNotFoundError(
-            f"--output_dir {a.output_dir} does not exist: --report_only needs the folder of an earlier run.")
-        if a.report_only: return (report_sweep if is_sweep(a.output_dir) else report_folder)(a.output_dir) and None
+        if a.report_only: return report_only(a.output_dir)
         cfg, methods = evaluate_config(a); plans, ks = sweep_points(a, cfg, check_run_flags(cfg))
         dist_env("gloo")  # under torchrun the processes share the method runs, one GPU each
         if len(plans) > 1 or len(ks) > 1: run_sweep(cfg, methods, plans, ks, a.seeds, a.overwrite, a.jobs)
