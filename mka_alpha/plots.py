@@ -40,6 +40,7 @@ def training_figure(hist, pairs=(), path=None, title="") -> Figure:
     if len(pairs): b.legend(fontsize=6, ncol=2)
     return _save(fig, path)
 
+# %% ../nbs/09_plots.ipynb #a802f944
 def plot_training(hist, pairs=(), path="training.png", title="") -> Path:
     "`training_figure` written to `path`; returns the path (the method notebooks show it as an image)."
     training_figure(hist, pairs, path, title); return Path(path)
@@ -62,6 +63,13 @@ def bar_errors(rows, key) -> np.ndarray:
     ci = np.array([r.get(key + "_ci") or [x, x] for r, x in zip(rows, v)], dtype=float).reshape(-1, 2)
     return np.abs(ci.T - v)
 
+# %% ../nbs/09_plots.ipynb #3460e34f
+def _baseline_lines(ax, ms, key):
+    "The `dense` and `drop` runs of `ms` (`{method: record}`) as lines across `ax` at their `key`, with a legend."
+    for base, style in (("dense", "--"), ("drop", ":")):
+        if base in ms: ax.axhline(ms[base][key], ls=style, c="k", lw=1, label=base)
+    if any(b in ms for b in ("dense", "drop")): ax.legend(fontsize=8)
+
 # %% ../nbs/09_plots.ipynb #bcda3402
 def plot_accuracy(comb, path=None, key="average_accuracy", label="MMLU accuracy") -> Figure:
     "Bars per method with their 95% intervals (`<key>_ci`) as error bars; the dense and drop baselines as lines."
@@ -69,10 +77,7 @@ def plot_accuracy(comb, path=None, key="average_accuracy", label="MMLU accuracy"
     fig, ax = plt.subplots(figsize=(max(5, 0.9*len(ms)), 3.5))
     ax.bar(list(ms), [r[key] for r in ms.values()], yerr=bar_errors(list(ms.values()), key) if ms else None,
            capsize=3, color=["0.6" if m in ("dense", "drop", "shortgpt") else "C0" for m in ms])
-    for base, style in (("dense", "--"), ("drop", ":")):
-        if base in ms: ax.axhline(ms[base][key], ls=style, c="k", lw=1, label=base)
-    ax.set(ylabel=label); ax.tick_params(axis="x", rotation=30)
-    if any(b in ms for b in ("dense", "drop")): ax.legend(fontsize=8)
+    _baseline_lines(ax, ms, key); ax.set(ylabel=label); ax.tick_params(axis="x", rotation=30)
     return _save(fig, path)
 
 # %% ../nbs/09_plots.ipynb #7a87c849
@@ -129,6 +134,7 @@ RESULT_FIGURES = (("accuracy", plot_accuracy, {}),
                   ("alpha_hist", plot_alpha_hist, {}), ("alpha_vs_similarity", plot_alpha_vs_similarity, {}),
                   ("categories", plot_categories, {}), ("losses", plot_losses, {}))
 
+# %% ../nbs/09_plots.ipynb #91bf901d
 def plot_results(results_dir, out_dir=None) -> list:
     "Every comparison figure of a results folder, written to `out_dir` (default `results_dir/plots`); their paths."
     from mka_alpha.similarity import load_similarity_matrix, plot_similarity
@@ -149,6 +155,7 @@ class PlotFlags:
 
 def plot_parser() -> CommandParser: return flags_parser("mka-plot", plot_results.__doc__, PlotFlags)
 
+# %% ../nbs/09_plots.ipynb #9b76fc8b
 def plot_main(argv=None):
     "Console entry `mka-plot --results_dir DIR`: the comparison figures of a results folder (paths printed)."
     p = plot_parser(); a = p.parse_args(argv)
@@ -159,27 +166,38 @@ def plot_main(argv=None):
         for x in (plot_sweep if is_sweep(a.results_dir) else plot_results)(a.results_dir, a.output_dir): print(x)
 
 # %% ../nbs/09_plots.ipynb #52224445
+def _ablation_axis(ax, rows, prefix, key, xlabel):
+    "Accuracy, and KL to dense on a twin axis, of the ablation rows named `prefix...` against their `key`."
+    pts = sorted((r[key], r) for n, r in rows.items() if n.startswith(prefix) and r.get("status") != "failed")
+    if not pts: return
+    x = [p[0] for p in pts]; ax.plot(x, [p[1].get("average_accuracy") for p in pts], "o-", label="accuracy")
+    ax2 = ax.twinx(); ax2.plot(x, [p[1].get("kl_to_dense") for p in pts], "s--", c="C1", label="KL to dense")
+    ax.set(xlabel=xlabel, ylabel="accuracy", xscale="log"); ax2.set_ylabel("KL(dense || model)")
+
+# %% ../nbs/09_plots.ipynb #74c5937e
 def plot_ablation(rows, path=None) -> Figure:
     "Accuracy and KL to dense against training steps and against learning rate (the `learned` ablation)."
     fig, axs = plt.subplots(1, 2, figsize=(10, 3.5))
-    for ax, pre, key, lab in ((axs[0], "steps", "steps", "training steps"), (axs[1], "lr", "lr", "learning rate")):
-        pts = sorted((r[key], r) for n, r in rows.items() if n.startswith(pre) and r.get("status") != "failed")
-        if not pts: continue
-        x = [p[0] for p in pts]; ax.plot(x, [p[1].get("average_accuracy") for p in pts], "o-", label="accuracy")
-        ax2 = ax.twinx(); ax2.plot(x, [p[1].get("kl_to_dense") for p in pts], "s--", c="C1", label="KL to dense")
-        ax.set(xlabel=lab, ylabel="accuracy", xscale="log"); ax2.set_ylabel("KL(dense || model)")
+    _ablation_axis(axs[0], rows, "steps", "steps", "training steps")
+    _ablation_axis(axs[1], rows, "lr", "lr", "learning rate")
     return _save(fig, path)
 
 # %% ../nbs/09_plots.ipynb #1fd119ce
-def curve(rows, method, key="kl", plan=None) -> tuple:
-    "`(x, mean, lo, hi)` of `method`'s rows (of `plan`, or any plan for plan-free ones) sorted by fraction removed."
+def _points(rows, method, key, plan=None) -> dict:
+    "`{fraction removed: [rows]}` of `method` with a `key` value, on `plan` (or plan-free, `-`) or on any plan."
     pts = {}
     for r in rows:
         if r["method"] == method and r.get(key) is not None and (plan is None or r["plan"] in (plan, "-")):
             pts.setdefault(r["fraction_removed"], []).append(r)
-    x = sorted(pts); m = [float(np.mean([r[key] for r in pts[f]])) for f in x]
-    lo = [min(r.get(key + "_lo", r[key]) if r.get(key + "_lo") is not None else r[key] for r in pts[f]) for f in x]
-    hi = [max(r.get(key + "_hi", r[key]) if r.get(key + "_hi") is not None else r[key] for r in pts[f]) for f in x]
+    return pts
+
+# %% ../nbs/09_plots.ipynb #ac0036aa
+def curve(rows, method, key="kl", plan=None) -> tuple:
+    "`(x, mean, lo, hi)` of `method`'s rows (of `plan`, or any plan for plan-free ones) sorted by fraction removed."
+    pts = _points(rows, method, key, plan); x = sorted(pts)
+    bound = lambda r, side: r[key + side] if r.get(key + side) is not None else r[key]
+    m = [float(np.mean([r[key] for r in pts[f]])) for f in x]
+    lo, hi = [min(bound(r, "_lo") for r in pts[f]) for f in x], [max(bound(r, "_hi") for r in pts[f]) for f in x]
     return np.array(x), np.array(m), np.array(lo), np.array(hi)
 
 # %% ../nbs/09_plots.ipynb #9375dcaf
@@ -189,14 +207,20 @@ def _line(ax, rows, method, key, plan, i, label=None):
     if not len(x): return
     ax.plot(x, m, "o-", c=f"C{i}", label=label or method, ms=3); ax.fill_between(x, lo, hi, color=f"C{i}", alpha=.2)
 
+# %% ../nbs/09_plots.ipynb #2cf15fd1
+def _reference_lines(a, b, sweep):
+    "The KL of a uniform guess on the KL axis `a`, the dense model's gold log-prob on `b`, where the sweep has them."
+    if sweep.get("uniform_kl"): a.axhline(sweep["uniform_kl"], ls="--", c="k", lw=1, label="uniform guess")
+    dense = [r["gold_logprob"] for r in sweep["rows"] if r["method"] == "dense" and r.get("gold_logprob") is not None]
+    if dense: b.axhline(dense[0], ls=":", c="k", lw=1, label="dense")
+
+# %% ../nbs/09_plots.ipynb #6b110d6d
 def plot_curves(sweep, path=None, plan=None) -> Figure:
     "KL to dense (log) and gold-letter log-prob against the fraction removed, for `plan`, one line per method."
     rows = sweep["rows"]; fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     for i, m in enumerate(dict.fromkeys(r["method"] for r in rows if r["method"] != "dense")):
         _line(a, rows, m, "kl", plan, i); _line(b, rows, m, "gold_logprob", plan, i)
-    if sweep.get("uniform_kl"): a.axhline(sweep["uniform_kl"], ls="--", c="k", lw=1, label="uniform guess")
-    dense = [r["gold_logprob"] for r in rows if r["method"] == "dense" and r.get("gold_logprob") is not None]
-    if dense: b.axhline(dense[0], ls=":", c="k", lw=1, label="dense")
+    _reference_lines(a, b, sweep)
     a.set(yscale="log", xlabel="fraction of blocks removed", ylabel="KL(dense || model), nats/token",
           title=f"{plan}: KL")
     b.set(xlabel="fraction of blocks removed", ylabel="mean log p(gold letter)", title=f"{plan}: MMLU gold log-prob")
