@@ -27,7 +27,7 @@ from .distributed import dist_env, is_main, all_gather, solo
 from .stats import accuracy_ci, compare_records, compare_heldout, seed_spread, fmt_ci, fmt_diff
 
 # %% auto #0
-__all__ = ['FIXED', 'TRAINED', 'METHODS', 'SEED_METHODS', 'DEFAULT_TARGET_COMPRESSION', 'BASELINES', 'PLAN_FREE',
+__all__ = ['FIXED', 'TRAINED', 'METHODS', 'SEED_METHODS', 'DEFAULT_TARGET_COMPRESSION', 'BASELINES', 'RESULT_HEADS', 'PLAN_FREE',
            'SWEEP_BASELINES', 'ABLATION_STEPS', 'ABLATION_LRS', 'check_methods', 'CompressFlags', 'TrainFlags',
            'RunConfig', 'shared_dir', 'check_shared_data', 'similarity_assets', 'dense_assets', 'make_plan',
            'calibration_kl', 'compress', 'method_template', 'absolute_paths', 'run_name', 'run_method', 'run_records',
@@ -96,6 +96,7 @@ def load(self: RunConfig) -> tuple:
     return load_model(self.model_path, device=self.device, dtype=self.dtype, device_map=self.device_map,
                       max_memory=self.max_memory)
 
+# %% ../nbs/08_experiments.ipynb #7be15ad6
 @patch
 def splits(self: RunConfig) -> MMLUSplits:
     "The MMLU splits of this config (`data.load_splits`)."
@@ -122,6 +123,12 @@ def check_shared_data(cfg: RunConfig, splits) -> dict:
     if old is None: atomic_write(f, json.dumps(info, indent=2))
     return info
 
+# %% ../nbs/08_experiments.ipynb #41d2a4a3
+def _new_similarity(cfg: RunConfig, model, tok, splits) -> tuple:
+    "`(S, activations)` of one pass over `cfg.similarity_samples` calibration texts (`similarity.model_similarity`)."
+    return model_similarity(model, tok, splits.flat("calibration"), num_samples=cfg.similarity_samples,
+                            batch_size=8, max_length=min(cfg.max_length, 256), seed=cfg.seed)
+
 # %% ../nbs/08_experiments.ipynb #8d252bd4
 def similarity_assets(cfg: RunConfig, model, tok, splits) -> tuple:
     "`(S, block_influence)` for `cfg`: loaded from `output_dir` (or `cfg.similarity_matrix`), else computed and saved."
@@ -129,8 +136,7 @@ def similarity_assets(cfg: RunConfig, model, tok, splits) -> tuple:
     s_path = Path(cfg.similarity_matrix) if cfg.similarity_matrix else shared_dir(cfg)/"similarity_matrix.pkl"
     bi_path = shared_dir(cfg)/"block_influence.json"
     if s_path.exists() and bi_path.exists(): return load_similarity_matrix(s_path), json.loads(bi_path.read_text())
-    S, acts = model_similarity(model, tok, splits.flat("calibration"), num_samples=cfg.similarity_samples,
-                               batch_size=8, max_length=min(cfg.max_length, 256), seed=cfg.seed)
+    S, acts = _new_similarity(cfg, model, tok, splits)
     if s_path.exists(): S = load_similarity_matrix(s_path)  # the user's matrix wins
     else:
         save_similarity_matrix(S, s_path)
@@ -186,6 +192,7 @@ def _fixed_alphas(method, plan: MergePlan, S) -> list:
     "The alphas a fixed method fuses with: its constant, or `S_lm` per pair for `mka_similarity`."
     return FIXED[method] if method in FIXED else [float(S[l][m]) for l, m in plan.steps]
 
+# %% ../nbs/08_experiments.ipynb #e016dc8d
 def _remove(method, model, tok, plan: MergePlan, bi, splits, cfg: RunConfig) -> tuple:
     "`(removed blocks, info)` of the methods that merge nothing: `drop`, `drop_best`, `shortgpt` and `dense`."
     if method == "drop": drop_layers(model, plan.steps); return plan.removed, dict(mode="drop")
@@ -234,6 +241,13 @@ def run_name(method, seed=None, base_seed=0) -> str:
     "A run's folder name: the method, plus `_seed<k>` when run with a seed other than the config's."
     return method if seed is None or seed == base_seed else f"{method}_seed{seed}"
 
+# %% ../nbs/08_experiments.ipynb #5d41f35f
+def _failure(st, e, seconds, notebook) -> dict:
+    "The status record `st` of a run whose notebook raised `e`: failed, with its last message line and notebook."
+    msg = str(e).strip().splitlines()
+    return st | dict(status="failed", seconds=seconds, notebook=str(notebook),
+                     error=(msg[-1] if msg else type(e).__name__)[:500])
+
 # %% ../nbs/08_experiments.ipynb #6df7a0bb
 def run_method(method, cfg: RunConfig, overwrite=False, kernel_name=None, name=None) -> dict:
     "Execute the method notebook for `method` into `output_dir/<name or method>/run.ipynb`; returns its status record."
@@ -248,10 +262,7 @@ def run_method(method, cfg: RunConfig, overwrite=False, kernel_name=None, name=N
         pm.execute_notebook(str(method_template()), str(out/"run.ipynb"), parameters=params, cwd=str(out),
                             kernel_name=kernel_name or "python3", progress_bar=False)
         return st | dict(status="done", seconds=time.perf_counter() - t0, results=str(res))
-    except Exception as e:
-        msg = str(e).strip().splitlines()
-        return st | dict(status="failed", seconds=time.perf_counter() - t0, notebook=str(out/"run.ipynb"),
-                         error=(msg[-1] if msg else type(e).__name__)[:500])
+    except Exception as e: return _failure(st, e, time.perf_counter() - t0, out/"run.ipynb")
 
 # %% ../nbs/08_experiments.ipynb #2ca267f7
 _KEYS = ("average_accuracy", "macro_accuracy", "mean_gold_logprob", "n_params", "n_layers", "fraction_removed",
@@ -328,18 +339,26 @@ def seed_summary(combined) -> dict:
     "For each method run with more than one seed: mean, std and range of its measures and alphas over the seeds."
     by = {}
     for name, r in combined.items():
-        if r.get("status") != "failed" and r.get("average_accuracy") is not None: by.setdefault(r.get("method") or name, []).append(r)
+        if r.get("status") != "failed" and r.get("average_accuracy") is not None:
+            by.setdefault(r.get("method") or name, []).append(r)
     return {m: seed_spread(rs) for m, rs in by.items() if len(rs) > 1}
 
+# %% ../nbs/08_experiments.ipynb #389753db
+def _result_row(m, r) -> list:
+    "The `comparison_table` row of run `m` (its combined record `r`), with 95% intervals where `r` has them."
+    pct = lambda k: fmt_ci(r.get(k), r.get(k + "_ci"), 100) if r.get(k + "_ci") else fmt_value(r.get(k), pct=True)
+    est = lambda k, d=4: fmt_ci(r.get(k), r.get(k + "_ci"), 1, d) if r.get(k + "_ci") else fmt_value(r.get(k))
+    return [m, pct("average_accuracy"), fmt_value(r.get("macro_accuracy"), True), fmt_value(r.get("mean_gold_logprob")),
+            est("kl_to_dense"), est("perplexity", 1), fmt_value(r.get("n_layers")),
+            fmt_value(r.get("fraction_removed"), True), r.get("status", "-")]
+
 # %% ../nbs/08_experiments.ipynb #58476cde
+RESULT_HEADS = ["method", "acc % [95% CI]", "macro %", "gold logp", "KL dense [95% CI]", "ppl [95% CI]", "layers",
+                "removed %", "status"]
+
 def comparison_table(combined) -> str:
     "A plain-text table of the combined results, one row per run, with 95% intervals."
-    pct = lambda r, k: fmt_ci(r.get(k), r.get(k + "_ci"), 100) if r.get(k + "_ci") else fmt_value(r.get(k), pct=True)
-    est = lambda r, k, d=4: fmt_ci(r.get(k), r.get(k + "_ci"), 1, d) if r.get(k + "_ci") else fmt_value(r.get(k))
-    rows = [[m, pct(r, "average_accuracy"), fmt_value(r.get("macro_accuracy"), True), fmt_value(r.get("mean_gold_logprob")), est(r, "kl_to_dense"),
-             est(r, "perplexity", 1), fmt_value(r.get("n_layers")), fmt_value(r.get("fraction_removed"), True), r.get("status", "-")]
-            for m, r in combined.items()]
-    return text_table(["method", "acc % [95% CI]", "macro %", "gold logp", "KL dense [95% CI]", "ppl [95% CI]", "layers", "removed %", "status"], rows)
+    return text_table(RESULT_HEADS, [_result_row(m, r) for m, r in combined.items()])
 
 # %% ../nbs/08_experiments.ipynb #0f448f9e
 def comparisons_table(comparisons) -> str:
@@ -348,13 +367,15 @@ def comparisons_table(comparisons) -> str:
              fmt_diff(c["gold_logprob_diff"], c["gold_logprob_diff_ci"], scale=1, digits=3),
              fmt_diff(c.get("kl_diff"), c.get("kl_diff_ci"), scale=1, digits=3)]
             for m, bs in comparisons.items() for b, c in bs.items()]
-    return text_table(["run", "vs", "d acc (points) [95% CI] McNemar p", "d gold logp [95% CI]", "d KL dense [95% CI]"], rows)
+    heads = ["run", "vs", "d acc (points) [95% CI] McNemar p", "d gold logp [95% CI]", "d KL dense [95% CI]"]
+    return text_table(heads, rows)
 
 # %% ../nbs/08_experiments.ipynb #e94457e7
 def seeds_table(seeds) -> str:
     "Mean ± std (n seeds) of each measure of the methods run with several seeds."
     f = lambda d, sc=1, dg=4: f"{sc*d['mean']:.{dg}f} ± {sc*d['std']:.{dg}f}" if d.get("n") else "-"
-    rows = [[m, str(s["average_accuracy"]["n"]), f(s["average_accuracy"], 100, 2), f(s["kl_to_dense"]), f(s["mean_gold_logprob"]),
+    rows = [[m, str(s["average_accuracy"]["n"]), f(s["average_accuracy"], 100, 2), f(s["kl_to_dense"]),
+             f(s["mean_gold_logprob"]),
              " ".join(f"{a['mean']:.2f}±{a['std']:.2f}" for a in s.get("alphas", []))] for m, s in seeds.items()]
     return text_table(["method", "seeds", "acc %", "KL dense", "gold logp", "alphas (mean±std per pair)"], rows)
 
@@ -378,8 +399,10 @@ def _own_gpu():
 
 # %% ../nbs/08_experiments.ipynb #06ef06c8
 def _run_task(task, overwrite):
+    "Run one `(method, config, run name)` task; its status record names the task's `output_dir`."
     m, c, name = task; return run_method(m, c, overwrite, name=name) | dict(output_dir=c.output_dir)
 
+# %% ../nbs/08_experiments.ipynb #c288c556
 def run_tasks(tasks, overwrite=False, jobs=1, verbose=True) -> list:
     "Run method notebooks, `jobs` at a time; under torchrun each process runs its share on its own GPU."
     rank, world = dist_env()
@@ -433,7 +456,8 @@ def finished_runs(output_dir) -> list:
     for d in Path(output_dir).iterdir():
         if d.is_dir() and (d/"results.json").exists():
             r = json.loads((d/"results.json").read_text())
-            if r.get("method") in METHODS: runs.append(dict(run=d.name, method=r["method"], seed=r.get("seed"), status="done"))
+            if r.get("method") in METHODS:
+                runs.append(dict(run=d.name, method=r["method"], seed=r.get("seed"), status="done"))
     return sorted(runs, key=lambda st: (METHODS.index(st["method"]), st["seed"] or 0, st["run"]))
 
 # %% ../nbs/08_experiments.ipynb #59271a02
@@ -442,9 +466,11 @@ def report_folder(output_dir, write=True, verbose=True) -> dict:
     out = Path(output_dir); f = out/"results.json"
     prev = json.loads(f.read_text()) if f.exists() else {}
     runs = finished_runs(out)
-    if not runs: raise FileNotFoundError(f"No finished method run in {out}: run `mka-evaluate --output_dir {out}` first.")
+    if not runs: raise FileNotFoundError(
+        f"No finished method run in {out}: run `mka-evaluate --output_dir {out}` first.")
     first = json.loads((out/runs[0]["run"]/"results.json").read_text())
-    config = prev.get("config") or (json.loads((out/"config.json").read_text()) if (out/"config.json").exists() else None)
+    cf = out/"config.json"
+    config = prev.get("config") or (json.loads(cf.read_text()) if cf.exists() else None)
     plan = prev.get("plan") or (first.get("compression") or {}).get("plan")
     combined = combine_experiments(out, config, plan, runs)
     if write: atomic_write(f, json.dumps(combined, indent=2))
@@ -606,7 +632,8 @@ def ablation_configs(cfg: RunConfig, steps=ABLATION_STEPS, lrs=ABLATION_LRS) -> 
     "One config per ablation point: `steps<N>` at the default lr, `lr<x>` at the default steps."
     base = Path(cfg.output_dir)/"ablation"; shared = str(shared_dir(cfg))
     mk = lambda name, **kw: (name, dataclasses.replace(cfg, output_dir=str(base/name), shared_dir=shared, **kw))
-    return dict([mk(f"steps{n}", alpha_training_steps=n) for n in steps] + [mk(f"lr{x:g}", alpha_learning_rate=x) for x in lrs])
+    return dict([mk(f"steps{n}", alpha_training_steps=n) for n in steps] +
+                [mk(f"lr{x:g}", alpha_learning_rate=x) for x in lrs])
 
 # %% ../nbs/08_experiments.ipynb #1b75d4e3
 def run_ablation(cfg: RunConfig, steps=ABLATION_STEPS, lrs=ABLATION_LRS, overwrite=False, verbose=True) -> dict:
@@ -615,7 +642,8 @@ def run_ablation(cfg: RunConfig, steps=ABLATION_STEPS, lrs=ABLATION_LRS, overwri
     prepare_shared(cfg); rows = {}
     for name, c in ablation_configs(cfg, steps, lrs).items():
         st = run_method("learned", c, overwrite)
-        rows[name] = dict(steps=c.alpha_training_steps, lr=c.alpha_learning_rate) | combine_results(c.output_dir, [st])["learned"]
+        point = dict(steps=c.alpha_training_steps, lr=c.alpha_learning_rate)
+        rows[name] = point | combine_results(c.output_dir, [st])["learned"]
     out = Path(cfg.output_dir)/"ablation"; atomic_write(out/"results.json", json.dumps(rows, indent=2))
     plot_ablation(rows, out/"ablation.png")
     if verbose: print(comparison_table(rows))
