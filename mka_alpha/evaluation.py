@@ -754,7 +754,7 @@ def test_flags(parser, cases):
 @dataclasses.dataclass
 class SharedFlags:
     "The model, its placement, the MMLU data and the held-out text: flags of every command, one default and help."
-    model_path: str = option(DEFAULT_MODEL, "HF id, model folder, 'smollm2-135m' (the embedded default) or 'tiny-llama'")
+    model_path: str = option(DEFAULT_MODEL, "HF id, model folder, 'smollm2-135m' (embedded default) or 'tiny-llama'")
     data_dir: str | None = option(None, "Hendrycks MMLU folder (dev/, test/) or 'cais/mmlu'; default: packaged MMLU")
     protocol: str | None = option(None, "MMLU protocol (default: standard when the data has dev and val splits, "
                                   "else test-carved)", choices=PROTOCOLS)
@@ -803,6 +803,7 @@ def check_eval_flags(a):
     splits = flag_error("--protocol", load_splits, a.data_dir, a.ntrain, protocol=a.protocol)
     select_questions(splits, a.subjects, a.eval_limit, a.per_subject); return splits
 
+# %% ../nbs/07_evaluation.ipynb #0a0cab85
 def _load(a, path): return load_model(path, a.device, a.dtype, device_map=a.device_map, max_memory=a.max_memory)
 
 def _score_options(a) -> dict:
@@ -810,12 +811,28 @@ def _score_options(a) -> dict:
     budget = "auto" if a.token_budget is None else (a.token_budget or None)
     return dict(cascade=False if a.no_cascade else "auto", token_budget=budget, compile=a.compile)
 
+def _dense(a, tok, splits):
+    if not (a.dense_model or a.dense_cache) or a.no_heldout: return None
+    cached = a.dense_cache and Path(a.dense_cache).exists()
+    dm = _load(a, a.dense_model)[0] if a.dense_model and not cached else None
+    return dense_reference(dm, tok, heldout_sources(splits, tok, a.subjects, a.heldout_tokens), a.dense_cache)
+
 def _lm_eval(model, tok, a) -> dict:
     "lm-evaluation-harness's `--lm_eval_tasks` on the model in memory (`harness.run_lm_eval`), MMLU from `--data_dir`."
     from mka_alpha.harness import run_lm_eval
     return run_lm_eval(model, tok, load_mmlu(a.data_dir), a.lm_eval_tasks, k=a.ntrain, subjects=a.subjects,
                        limit=a.per_subject, batch_size=a.batch_size)
 
+# %% ../nbs/07_evaluation.ipynb #41318587
+def _summary_line(r, out_dir) -> str:
+    "The line `mka-eval` prints: questions, accuracy, gold log-prob, perplexity, KL to dense, speed, run folder."
+    ho = r.get("heldout") or {}
+    return (f"{r['n_questions']} questions ({r['protocol']}): accuracy {r['average_accuracy']:.4f} (macro "
+            f"{r['macro_accuracy']:.4f}), mean gold log-prob {r['mean_gold_logprob']:.3f}, perplexity "
+            f"{ho.get('perplexity', float('nan')):.2f}, KL to dense {ho.get('kl_to_dense')}; "
+            f"{r['questions_per_s']:.1f} q/s; wrote {out_dir}")
+
+# %% ../nbs/07_evaluation.ipynb #7e5c1723
 def _with_lm_eval(out_dir, res, lm) -> dict:
     "Store lm_eval's metrics and its agreement with our records in `results.json`, its records beside ours."
     from mka_alpha.harness import lm_eval_agreement
@@ -824,27 +841,17 @@ def _with_lm_eval(out_dir, res, lm) -> dict:
     atomic_write(Path(out_dir)/"lm_eval_predictions.jsonl", "".join(json.dumps(r) + "\n" for r in recs))
     res["lm_eval"] = lm; atomic_write(Path(out_dir)/"results.json", json.dumps(res, indent=2)); return res
 
-def _dense(a, tok, splits):
-    if not (a.dense_model or a.dense_cache) or a.no_heldout: return None
-    cached = a.dense_cache and Path(a.dense_cache).exists()
-    dm = _load(a, a.dense_model)[0] if a.dense_model and not cached else None
-    return dense_reference(dm, tok, heldout_sources(splits, tok, a.subjects, a.heldout_tokens), a.dense_cache)
-
 def evaluate_main(argv=None):
-    "Console entry `mka-eval`: evaluate one model folder, write `results.json` + `predictions.jsonl`, print the summary."
+    "Console entry `mka-eval`: evaluate one model folder, write `results.json`, `predictions.jsonl`; print a summary."
     p = eval_parser(); a = p.parse_args(argv)
     with command_errors(p, a.debug):
         splits = check_eval_flags(a); dist_env()  # join the process group under torchrun / accelerate launch
         model, tok = _load(a, a.model_path)
-        meta = dict(model_path=str(a.model_path), device=str(model_device(model)), dtype=str(next(model.parameters()).dtype),
-                    args=vars(a))
+        meta = dict(model_path=str(a.model_path), device=str(model_device(model)),
+                    dtype=str(next(model.parameters()).dtype), args=vars(a))
         r = evaluate_model(model, tok, splits, a.ntrain, a.batch_size, a.subjects, a.eval_limit, a.per_subject,
                            _dense(a, tok, splits), heldout=not a.no_heldout, out_dir=a.output_dir, progress=not a.quiet,
                            meta=meta, heldout_tokens=a.heldout_tokens, **_score_options(a))
         if a.lm_eval_tasks and is_main(): r = _with_lm_eval(a.output_dir, r, _lm_eval(model, tok, a))
     if not is_main(): return  # rank 0 reports for all processes
-    ho = r.get("heldout") or {}
-    print(f"{r['n_questions']} questions ({r['protocol']}): accuracy {r['average_accuracy']:.4f} (macro "
-          f"{r['macro_accuracy']:.4f}), mean gold log-prob {r['mean_gold_logprob']:.3f}, perplexity "
-          f"{ho.get('perplexity', float('nan')):.2f}, KL to dense {ho.get('kl_to_dense')}; "
-          f"{r['questions_per_s']:.1f} q/s; wrote {a.output_dir}")
+    print(_summary_line(r, a.output_dir))
