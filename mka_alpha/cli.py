@@ -5,7 +5,7 @@
 # %% ../nbs/10_cli.ipynb #085045de
 from __future__ import annotations
 import argparse, dataclasses, json, shutil
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from .models import DEFAULT_MODEL, get_layers, model_num_layers, parse_device_map, parse_max_memory
 from .plans import PLANS, check_plan_name, resolve_num_layer
@@ -15,66 +15,58 @@ from .utils import CommandParser, command_errors, flag_error, at_least
 from .distributed import dist_env, is_main
 from .training import DEFAULT_LR, DEFAULT_STEPS, ALPHA_INIT_STRATEGIES
 from .fusion import save_fused
-from .evaluation import evaluate_model
+from .evaluation import evaluate_model, option, like, flags_parser, test_flags
 from .experiments import (RunConfig, METHODS, SEED_METHODS, check_methods, similarity_assets, dense_assets,
                                    make_plan, compress, run_experiments, run_ablation, report_folder, TRAINED,
                                    run_sweep, report_sweep, is_sweep)
 from .plots import plot_training
 
 # %% auto #0
-__all__ = ['pipeline_parser', 'check_run_flags', 'check_points', 'pipeline_method', 'pipeline_config', 'run_pipeline',
-           'pipeline_main', 'evaluate_parser', 'evaluate_config', 'evaluate_methods_main', 'sweep_points']
+__all__ = ['RUN_FLAGS', 'EVALUATE_NAMES', 'PipelineFlags', 'pipeline_parser', 'check_model_flags', 'check_run_flags',
+           'check_points', 'pipeline_method', 'pipeline_config', 'save_pipeline', 'run_pipeline', 'pipeline_main',
+           'EvaluateFlags', 'evaluate_parser', 'evaluate_config', 'sweep_points', 'report_only',
+           'evaluate_methods_main']
 
 # %% ../nbs/10_cli.ipynb #402b2942
-def _common(p):
-    p.add_argument("--model_path", default=DEFAULT_MODEL, help="HF id, folder, or the embedded default 'smollm2-135m'")
-    p.add_argument("--data_dir", default=None, help="Hendrycks MMLU folder (dev/, test/) or 'cais/mmlu'; default: packaged MMLU")
-    p.add_argument("--similarity_matrix", default=None, help="an existing similarity_matrix.pkl (else computed and saved)")
-    p.add_argument("--plan", default=RunConfig.plan, choices=PLANS,
-                   help="which blocks merge (mka_backward: the paper's order)")
-    p.add_argument("--loss", default="kd", choices=["kd", "lm"]); p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--alpha_init_strategy", default="uniform", choices=list(ALPHA_INIT_STRATEGIES))
-    p.add_argument("--eval_limit", type=at_least(1), default=None, help="evaluate at most this many MMLU questions")
-    p.add_argument("--ntrain", type=at_least(0), default=5, help="few-shot examples per MMLU prompt")
-    p.add_argument("--protocol", default=None, choices=PROTOCOLS,
-                   help="MMLU protocol (default: standard when the data has dev and val splits, else test-carved)")
-    p.add_argument("--calibration_data", default=None,
-                   help="a .jsonl ('text' per line) or .txt corpus to calibrate on instead of MMLU questions")
-    p.add_argument("--device", default=None); p.add_argument("--dtype", default=None)
-    p.add_argument("--device_map", default=None, help="spread over GPUs: auto, balanced, or JSON {module: device}")
-    p.add_argument("--max_memory", default=None, help="per-device cap with --device_map, e.g. 0=70GiB,1=70GiB")
-    p.add_argument("--tag", default=None, help="a run name: outputs go to OUTPUT_DIR/TAG")
-    p.add_argument("--heldout_tokens", type=at_least(0), default=RunConfig.heldout_tokens,
-                   help="tokens of pydoc prose added to the held-out MMLU text for KL and perplexity")
-    return p
+RUN_FLAGS = ("model_path", "data_dir", "similarity_matrix", "plan", "loss", "seed", "alpha_init_strategy", "eval_limit",
+             "ntrain", "protocol", "calibration_data", "device", "dtype", "device_map", "max_memory", "heldout_tokens")
 
-def pipeline_parser() -> argparse.ArgumentParser:
-    p = _common(CommandParser(prog="mka-pipeline", description="Merge layers (MKA), optionally learning alpha."))
-    p.add_argument("--num_layer", type=int, default=None, help="blocks to remove (default: an eighth of them)")
-    p.add_argument("--target_compression", type=float, default=None, help="alternative to --num_layer: removed/total ratio")
-    p.add_argument("--use_learnable_alpha", action="store_true"); p.add_argument("--use_mlp_merge", action="store_true")
-    p.add_argument("--merge_mode", default=None, choices=["simple", "mlp", "weight"], help="trained mode (default simple)")
-    p.add_argument("--alpha_training_steps", type=int, default=DEFAULT_STEPS)
-    p.add_argument("--alpha_learning_rate", type=float, default=DEFAULT_LR)
-    p.add_argument("--calibration_samples", type=at_least(1), default=1000)
-    p.add_argument("--calibration_batch_size", type=at_least(1), default=4)
-    p.add_argument("--output_dir", default=None, help="default merged_weights/ (merged_weights_mlp/ with --use_mlp_merge)")
-    p.add_argument("--evaluate", action="store_true", help="evaluate the merged model on MMLU (see --eval_limit)")
-    return p
+@dataclass
+class PipelineFlags:
+    "`mka-pipeline`'s own flags; the others are `RunConfig`'s fields (`RUN_FLAGS`, the blocks, the training)."
+    use_learnable_alpha: bool = option(False, "train alpha (without it: MKA, alpha = S_lm)")
+    use_mlp_merge: bool = option(False, "train an MLP that predicts alpha (merge mode mlp)")
+    merge_mode: str | None = option(None, "trained mode (default simple)", choices=["simple", "mlp", "weight"])
+    output_dir: str | None = option(None, "default merged_weights/ (merged_weights_mlp/ with --use_mlp_merge)")
+    evaluate: bool = option(False, "evaluate the merged model on MMLU (see --eval_limit)")
+    tag: str | None = option(None, "a run name: outputs go to OUTPUT_DIR/TAG")
+
+# %% ../nbs/10_cli.ipynb #6d3c94c4
+def pipeline_parser() -> CommandParser:
+    "`mka-pipeline`'s parser: `RunConfig`'s fields under the seeds' flag names, and `PipelineFlags`."
+    own = ("num_layer", "target_compression", "alpha_training_steps", "alpha_learning_rate", "calibration_samples",
+           "calibration_batch_size")
+    return flags_parser("mka-pipeline", "Merge layers (MKA), optionally learning alpha.",
+                        (RunConfig, RUN_FLAGS + own), PipelineFlags)
 
 # %% ../nbs/10_cli.ipynb #09d3bb33
-def check_run_flags(cfg: RunConfig) -> int:
-    "Check the model, data, calibration corpus and similarity matrix of `cfg` (nothing loaded); the block count."
+def check_model_flags(cfg: RunConfig) -> int:
+    "Check the model and its placement flags of `cfg` from its config alone (nothing loaded); the block count."
     L = flag_error("--model_path", model_num_layers, cfg.model_path)
     flag_error("--device_map", parse_device_map, cfg.device_map)
-    flag_error("--max_memory", parse_max_memory, cfg.max_memory)
-    flag_error("--data_dir", check_data_dir, cfg.data_dir)
+    flag_error("--max_memory", parse_max_memory, cfg.max_memory); return L
+
+# %% ../nbs/10_cli.ipynb #4b1fec38
+def check_run_flags(cfg: RunConfig) -> int:
+    "Check the model, data, calibration corpus and similarity matrix of `cfg` (nothing loaded); the block count."
+    L = check_model_flags(cfg); flag_error("--data_dir", check_data_dir, cfg.data_dir)
     if cfg.protocol == "standard": flag_error("--protocol", lambda: cfg.splits())
     if cfg.calibration_data: flag_error("--calibration_data", read_calibration_data, cfg.calibration_data)
     if cfg.similarity_matrix and Path(cfg.similarity_matrix).exists():  # a new path: computed and saved there
         flag_error("--similarity_matrix", load_similarity_matrix, cfg.similarity_matrix, L)
     return L
 
+# %% ../nbs/10_cli.ipynb #3268bd6f
 def check_points(cfg: RunConfig, plans, num_layers, values=None, flag=None) -> list:
     "Blocks to remove at each `--num_layer`/`--target_compression` value (`values`), each checked; plans too."
     for pl in plans: flag_error("--plans", check_plan_name, pl)
@@ -89,10 +81,12 @@ def pipeline_method(a) -> str:
     mode = a.merge_mode or ("mlp" if a.use_mlp_merge else "simple")
     if a.use_mlp_merge and mode != "mlp": raise ValueError("--use_mlp_merge conflicts with --merge_mode " + mode)
     if not a.use_learnable_alpha:
-        if a.use_mlp_merge or a.merge_mode: raise ValueError("--use_mlp_merge / --merge_mode need --use_learnable_alpha.")
+        if a.use_mlp_merge or a.merge_mode:
+            raise ValueError("--use_mlp_merge / --merge_mode need --use_learnable_alpha.")
         return "mka_similarity"
     return {v: k for k, v in TRAINED.items()}[mode]
 
+# %% ../nbs/10_cli.ipynb #334a27df
 def pipeline_config(a) -> RunConfig:
     "The `RunConfig` of parsed `mka-pipeline` flags (the seeds' default output folders)."
     out = Path(a.output_dir or ("merged_weights_mlp" if pipeline_method(a) == "learned_mlp" else "merged_weights"))
@@ -100,22 +94,26 @@ def pipeline_config(a) -> RunConfig:
     return RunConfig(output_dir=str(out/a.tag if a.tag else out), **{k: v for k, v in vars(a).items() if k in keys})
 
 # %% ../nbs/10_cli.ipynb #55e3fa00
+def save_pipeline(out, cfg: RunConfig, method, model, tok, info, hist) -> None:
+    "Write the fused model (`model/`), `learned_alphas.json` beside it, and the training plot of a trained method."
+    info["config"] = asdict(cfg); save_fused(model, tok, out/"model", info)
+    shutil.copy(out/"model"/"learned_alphas.json", out/"learned_alphas.json")
+    if hist is not None: plot_training(hist, info.get("pairs", []), out/"plots"/"training.png", title=method)
+
 def run_pipeline(cfg: RunConfig, method: str, evaluate=False) -> dict:
     "Compress with `method` and write model, `learned_alphas.json`, similarity matrix and plots into `cfg.output_dir`."
     out = Path(cfg.output_dir); out.mkdir(parents=True, exist_ok=True)
-    model, tok = cfg.load()
-    splits = cfg.splits()
+    model, tok = cfg.load(); splits = cfg.splits()
     S, bi = similarity_assets(cfg, model, tok, splits)
     dense = dense_assets(cfg, model, tok, splits) if evaluate else None
     plan = make_plan(cfg, S, len(get_layers(model)), bi)
     model, info, hist = compress(method, model, tok, plan, S, bi, splits, cfg, dense)
-    info["config"] = asdict(cfg); save_fused(model, tok, out/"model", info)
-    shutil.copy(out/"model"/"learned_alphas.json", out/"learned_alphas.json")
-    if hist is not None: plot_training(hist, info.get("pairs", []), out/"plots"/"training.png", title=method)
-    if evaluate: info["results"] = evaluate_model(model, tok, splits, k=cfg.ntrain, limit=cfg.eval_limit, dense=dense, out_dir=out,
-                                         heldout_tokens=cfg.heldout_tokens, progress=False)
+    save_pipeline(out, cfg, method, model, tok, info, hist)
+    if evaluate: info["results"] = evaluate_model(model, tok, splits, k=cfg.ntrain, limit=cfg.eval_limit, dense=dense,
+                                                  out_dir=out, heldout_tokens=cfg.heldout_tokens, progress=False)
     return info
 
+# %% ../nbs/10_cli.ipynb #1d9f4a95
 def pipeline_main(argv=None):
     "Console entry `mka-pipeline` (the seeds' `pipeline.py` flags); prints the alphas it fused."
     p = pipeline_parser(); a = p.parse_args(argv)
@@ -126,29 +124,35 @@ def pipeline_main(argv=None):
     print(json.dumps({k: info.get(k) for k in ("method", "pairs", "learned_alphas", "fused_alphas", "removed_layers")}))
 
 # %% ../nbs/10_cli.ipynb #670ca43c
-def evaluate_parser() -> argparse.ArgumentParser:
-    p = _common(CommandParser(prog="mka-evaluate", description="Compare merge methods on MMLU (papermill runs)."))
-    p.add_argument("--output_dir", default="./experiments"); p.add_argument("--include_mlp", action="store_true")
-    p.add_argument("--num_layer", type=int, nargs="+", default=None,
-                   help="blocks to remove; several values make a sweep")
-    p.add_argument("--target_compression", type=float, nargs="+", default=None,
-                   help="alternative to --num_layer: ratios")
-    p.add_argument("--plans", nargs="+", default=None, help=f"several plans make a sweep (any of {', '.join(PLANS)})")
-    p.add_argument("--jobs", type=at_least(1), default=1, help="method notebooks run at once in a sweep")
-    p.add_argument("--no_save_model", action="store_true", help="do not keep each run's fused model folder (disk)")
-    p.add_argument("--methods", nargs="+", default=None, help=f"any of {', '.join(METHODS)} (default: the seeds' methods)")
-    p.add_argument("--num_training_steps", type=int, default=DEFAULT_STEPS); p.add_argument("--learning_rate", type=float, default=DEFAULT_LR)
-    p.add_argument("--batch_size", type=at_least(1), default=4, help="calibration batch size")
-    p.add_argument("--num_calibration_samples", type=at_least(1), default=1000)
-    p.add_argument("--eval_batch_size", type=at_least(1), default=16)
-    p.add_argument("--similarity_samples", type=at_least(8), default=256)
-    p.add_argument("--overwrite", action="store_true", help="re-run finished methods")
-    p.add_argument("--ablation", action="store_true", help="also run the training steps / learning rate sweep")
-    p.add_argument("--report_only", action="store_true", help="run nothing: re-combine the finished runs in --output_dir and print the tables")
-    p.add_argument("--seeds", type=int, nargs="+", default=None,
-                   help="run each trained method once per seed (calibration sample, batch order, MLP init); reports mean and spread")
-    return p
+@dataclass
+class EvaluateFlags:
+    "`mka-evaluate`'s own flags; the others are `RunConfig` fields (some under the seeds' names: `EVALUATE_NAMES`)."
+    output_dir: str = option("./experiments", "the runs' folder: OUTPUT_DIR/<method>/, in a sweep per <plan>/k<k>/")
+    include_mlp: bool = option(False, "add learned_mlp to the seeds' four methods")
+    num_layer: list[int] | None = option(None, "blocks to remove; several values make a sweep", nargs="+")
+    target_compression: list[float] | None = option(None, "alternative to --num_layer: ratios", nargs="+")
+    plans: list[str] | None = option(None, f"several plans make a sweep (any of {', '.join(PLANS)})", nargs="+")
+    jobs: int = option(1, "method notebooks run at once in a sweep", type=at_least(1))
+    no_save_model: bool = option(False, "do not keep each run's fused model folder (disk)")
+    methods: list[str] | None = option(None, f"any of {', '.join(METHODS)} (default: the seeds' methods)", nargs="+")
+    overwrite: bool = option(False, "re-run finished methods")
+    ablation: bool = option(False, "also run the training steps / learning rate sweep")
+    report_only: bool = option(False, "run nothing: re-combine the finished runs in --output_dir and print the tables")
+    seeds: list[int] | None = option(None, "run each trained method once per seed (calibration sample, batch order, "
+                                     "MLP init); reports mean and spread", nargs="+")
 
+# %% ../nbs/10_cli.ipynb #9115d997
+EVALUATE_NAMES = dict(num_training_steps="alpha_training_steps", learning_rate="alpha_learning_rate",
+                      batch_size="calibration_batch_size", num_calibration_samples="calibration_samples")
+
+# %% ../nbs/10_cli.ipynb #baafde65
+def evaluate_parser() -> CommandParser:
+    "`mka-evaluate`'s parser: `RunConfig`'s fields (`EVALUATE_NAMES` renamed), `--tag` and `EvaluateFlags`."
+    return flags_parser("mka-evaluate", "Compare merge methods on MMLU (papermill runs).",
+                        (RunConfig, RUN_FLAGS + ("eval_batch_size", "similarity_samples")), (RunConfig, EVALUATE_NAMES),
+                        (PipelineFlags, ["tag"]), EvaluateFlags)
+
+# %% ../nbs/10_cli.ipynb #9be11856
 def evaluate_config(a) -> tuple:
     "`(RunConfig, methods)` of parsed `mka-evaluate` flags."
     methods = check_methods(a.methods or list(SEED_METHODS))
@@ -161,22 +165,28 @@ def evaluate_config(a) -> tuple:
                     calibration_samples=a.num_calibration_samples, save_model=not a.no_save_model)
     return cfg, methods
 
-def evaluate_methods_main(argv=None):
-    "Console entry `mka-evaluate` (the seeds' `evaluate_methods.py` flags); prints the comparison table."
-    p = evaluate_parser(); a = p.parse_args(argv)
-    with command_errors(p, a.debug):
-        if a.report_only and not Path(a.output_dir).is_dir(): raise FileNotFoundError(
-            f"--output_dir {a.output_dir} does not exist: --report_only needs the folder of an earlier run.")
-        if a.report_only: return (report_sweep if is_sweep(a.output_dir) else report_folder)(a.output_dir) and None
-        cfg, methods = evaluate_config(a); plans, ks = sweep_points(a, cfg, check_run_flags(cfg))
-        dist_env("gloo")  # under torchrun the processes share the method runs, one GPU each
-        if len(plans) > 1 or len(ks) > 1: run_sweep(cfg, methods, plans, ks, a.seeds, a.overwrite, a.jobs)
-        else: run_experiments(dataclasses.replace(cfg, plan=plans[0]), methods, a.overwrite, seeds=a.seeds)
-        if a.ablation and is_main(): run_ablation(cfg, overwrite=a.overwrite)
-
 # %% ../nbs/10_cli.ipynb #df2cbdb6
 def sweep_points(a, cfg: RunConfig, num_layers) -> tuple:
     "`(plans, ks)` of parsed `mka-evaluate` flags, validated against `num_layers` blocks."
     if a.num_layer and a.target_compression: raise ValueError("Give --num_layer or --target_compression, not both.")
     plans = list(dict.fromkeys(a.plans or [a.plan])); flag = "num_layer" if a.num_layer else "target_compression"
     return plans, check_points(cfg, plans, num_layers, a.num_layer or a.target_compression, flag)
+
+# %% ../nbs/10_cli.ipynb #447c1b16
+def report_only(output_dir) -> None:
+    "`--report_only`: re-combine and print the finished runs of `output_dir` (a comparison or a sweep)."
+    if not Path(output_dir).is_dir(): raise FileNotFoundError(
+        f"--output_dir {output_dir} does not exist: --report_only needs the folder of an earlier run.")
+    (report_sweep if is_sweep(output_dir) else report_folder)(output_dir)
+
+# %% ../nbs/10_cli.ipynb #da85cb87
+def evaluate_methods_main(argv=None):
+    "Console entry `mka-evaluate` (the seeds' `evaluate_methods.py` flags); prints the comparison table."
+    p = evaluate_parser(); a = p.parse_args(argv)
+    with command_errors(p, a.debug):
+        if a.report_only: return report_only(a.output_dir)
+        cfg, methods = evaluate_config(a); plans, ks = sweep_points(a, cfg, check_run_flags(cfg))
+        dist_env("gloo")  # under torchrun the processes share the method runs, one GPU each
+        if len(plans) > 1 or len(ks) > 1: run_sweep(cfg, methods, plans, ks, a.seeds, a.overwrite, a.jobs)
+        else: run_experiments(dataclasses.replace(cfg, plan=plans[0]), methods, a.overwrite, seeds=a.seeds)
+        if a.ablation and is_main(): run_ablation(cfg, overwrite=a.overwrite)

@@ -23,7 +23,8 @@ from .data import (LETTERS, SUBJECT_CATEGORIES, MMLUQuestion, check_subjects, fo
 __all__ = ['letter_token_ids', 'prefix_text', 'encode_subject', 'score_plain', 'score_batch', 'prefix_kv', 'score_suffixes',
            'cascade_attention', 'score_cascade', 'cascade_unsupported', 'compiled_blocks', 'select_questions',
            'sdpa_gqa', 'score_mmlu', 'summarize', 'heldout_texts', 'pydoc_texts', 'heldout_sources', 'token_logprobs',
-           'dense_reference', 'heldout_measures', 'save_run', 'evaluate_model', 'eval_parser', 'check_eval_flags',
+           'dense_reference', 'heldout_measures', 'save_run', 'evaluate_model', 'option', 'like', 'flag_kwargs',
+           'add_flags', 'flags_parser', 'test_flags', 'SharedFlags', 'EvalFlags', 'eval_parser', 'check_eval_flags',
            'evaluate_main']
 
 # %% ../nbs/07_evaluation.ipynb #64ed1df2
@@ -706,34 +707,97 @@ def evaluate_model(model, tok, splits, k=5, batch_size=16, subjects=None, limit=
     if out_dir is not None and is_main(): save_run(out_dir, res, recs)
     return res
 
-# %% ../nbs/07_evaluation.ipynb #050d0e0a
-def eval_parser() -> CommandParser:
-    p = CommandParser(prog="mka-eval", description="k-shot MMLU, perplexity and KL to the dense model of one model.")
-    p.add_argument("--model_path", default="smollm2-135m", help="model folder, HF id, 'smollm2-135m' or 'tiny-llama'")
-    p.add_argument("--data_dir", default=None, help="Hendrycks MMLU folder or 'cais/mmlu' (default: packaged MMLU)")
-    p.add_argument("--protocol", default=None, choices=PROTOCOLS, help="default: standard when dev and val exist")
-    p.add_argument("--output_dir", default="runs/eval", help="run folder for results.json and predictions.jsonl")
-    p.add_argument("--ntrain", "-k", type=at_least(0), default=5, help="few-shot examples per prompt")
-    p.add_argument("--eval_limit", type=at_least(1), default=None, help="at most this many questions (over subjects)")
-    p.add_argument("--per_subject", type=at_least(1), default=None, help="at most this many questions per subject")
-    p.add_argument("--subjects", nargs="*", default=None, help="subject names or categories")
-    p.add_argument("--batch_size", type=at_least(1), default=16, help="questions a batch with --token_budget 0")
-    p.add_argument("--token_budget", type=at_least(0), default=None,
-                   help="padded tokens a batch (default 8192 on a GPU, 2048 on a CPU; 0: --batch_size questions)")
-    p.add_argument("--no_cascade", action="store_true", help="score without cascade attention over the prefix")
-    p.add_argument("--compile", action="store_true", help="torch.compile the decoder blocks while scoring")
-    p.add_argument("--device", default=None); p.add_argument("--dtype", default=None)
-    p.add_argument("--device_map", default=None, help="spread over GPUs: auto, balanced, or JSON {module: device}")
-    p.add_argument("--max_memory", default=None, help="per-device cap with --device_map, e.g. 0=70GiB,1=70GiB")
-    p.add_argument("--dense_model", default=None, help="dense model for KL(dense || model) on held-out text")
-    p.add_argument("--dense_cache", default=None, help="file caching the dense reference (.pt)")
-    p.add_argument("--heldout_tokens", type=at_least(0), default=0,
-                   help="tokens of pydoc prose added to the held-out MMLU text for KL and perplexity")
-    p.add_argument("--no_heldout", action="store_true", help="skip perplexity and KL")
-    p.add_argument("--lm_eval_tasks", nargs="+", default=None,
-                   help="also run these lm-evaluation-harness tasks (mka_mmlu: MMLU from --data_dir); needs [lmeval]")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+# %% ../nbs/07_evaluation.ipynb #df79d821
+import dataclasses
+from .models import DEFAULT_MODEL
+
+def option(default=None, help=None, **argparse_kw) -> dataclasses.Field:
+    "A dataclass field that is also a command-line flag: its default, help text and `add_argument` keywords."
+    return dataclasses.field(default=default, metadata=dict(help=help, **argparse_kw))
+
+def like(cls, name, default=dataclasses.MISSING) -> dataclasses.Field:
+    "A copy of the field `name` of dataclass `cls` (help text, keywords), with another `default` where given."
+    f = {f.name: f for f in dataclasses.fields(cls)}[name]
+    return dataclasses.field(default=f.default if default is dataclasses.MISSING else default, metadata=f.metadata)
+
+# %% ../nbs/07_evaluation.ipynb #834c5ec4
+_FLAG_TYPES = dict(int=int, float=float)
+
+def _annotation(f) -> str:
+    "The base type name of a field's annotation: `int` for `int`, `int | None` and `list[int] | None`."
+    t = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    return t.split("|")[0].strip().removeprefix("list[").removesuffix("]")
+
+def flag_kwargs(f: dataclasses.Field) -> dict:
+    "`add_argument` keywords of a dataclass field: a `bool` is a switch; the annotation gives the type unless set."
+    kw = {k: v for k, v in f.metadata.items() if k != "aliases"} | dict(default=f.default)
+    if _annotation(f) == "bool":
+        if f.default is not False: raise ValueError(f"Switch {f.name} must default to False.")
+        return kw | dict(action="store_true")
+    return ({"type": _FLAG_TYPES[_annotation(f)]} if _annotation(f) in _FLAG_TYPES else {}) | kw
+
+# %% ../nbs/07_evaluation.ipynb #8ae83520
+def add_flags(p, cls, names=None):
+    "Add dataclass `cls`'s fields to parser `p` as `--flags`: all of them, those in `names`, or `{flag: field}`."
+    fs = {f.name: f for f in dataclasses.fields(cls)}
+    pairs = names.items() if isinstance(names, dict) else [(n, n) for n in (names or fs)]
+    for flag, name in pairs: p.add_argument(f"--{flag}", *fs[name].metadata.get("aliases", ()), **flag_kwargs(fs[name]))
     return p
+
+def flags_parser(prog, description, *specs) -> CommandParser:
+    "A `CommandParser` of dataclass fields; each spec a dataclass (every field) or `(dataclass, names)` (`add_flags`)."
+    p = CommandParser(prog=prog, description=description)
+    for s in specs: add_flags(p, *(s if isinstance(s, tuple) else (s,)))
+    return p
+
+# %% ../nbs/07_evaluation.ipynb #fb2cb9ed
+def test_flags(parser, cases):
+    "Test a parser's flags: `cases` is `{dest: (default, args after --dest, parsed value)}` for every flag."
+    from fastcore.test import test_eq
+    none = vars(parser.parse_args([])); test_eq(sorted(none), sorted(cases))
+    for dest, (default, args, value) in cases.items():
+        test_eq(none[dest], default); test_eq(getattr(parser.parse_args([f"--{dest}", *args]), dest), value)
+    no_help = [a.dest for a in parser._actions if not a.help]; test_eq(no_help, [])
+
+# %% ../nbs/07_evaluation.ipynb #e279ffc8
+@dataclasses.dataclass
+class SharedFlags:
+    "The model, its placement, the MMLU data and the held-out text: flags of every command, one default and help."
+    model_path: str = option(DEFAULT_MODEL, "HF id, model folder, 'smollm2-135m' (embedded default) or 'tiny-llama'")
+    data_dir: str | None = option(None, "Hendrycks MMLU folder (dev/, test/) or 'cais/mmlu'; default: packaged MMLU")
+    protocol: str | None = option(None, "MMLU protocol (default: standard when the data has dev and val splits, "
+                                  "else test-carved)", choices=PROTOCOLS)
+    ntrain: int = option(5, "few-shot examples per MMLU prompt", type=at_least(0), aliases=("-k",))
+    eval_limit: int | None = option(None, "evaluate at most this many MMLU questions", type=at_least(1))
+    device: str | None = option(None, "torch device (default: cuda when present, else cpu)")
+    dtype: str | None = option(None, "torch dtype, e.g. bfloat16 (default: bfloat16 on cuda, float32 on cpu)")
+    device_map: str | dict | None = option(None, "spread over GPUs: auto, balanced, or JSON {module: device}")
+    max_memory: str | dict | None = option(None, "per-device cap with --device_map, e.g. 0=70GiB,1=70GiB")
+    heldout_tokens: int = option(0, "tokens of pydoc prose added to the held-out MMLU text for KL and perplexity",
+                                 type=at_least(0))
+
+# %% ../nbs/07_evaluation.ipynb #050d0e0a
+@dataclasses.dataclass
+class EvalFlags(SharedFlags):
+    "`mka-eval`'s flags: the shared ones and its own."
+    output_dir: str = option("runs/eval", "run folder for results.json and predictions.jsonl")
+    per_subject: int | None = option(None, "at most this many questions per subject", type=at_least(1))
+    subjects: list[str] | None = option(None, "subject names or categories", nargs="*")
+    batch_size: int = option(16, "questions a batch with --token_budget 0", type=at_least(1))
+    token_budget: int | None = option(None, "padded tokens a batch (default 8192 on a GPU, 2048 on a CPU; 0: "
+                                      "--batch_size questions)", type=at_least(0))
+    no_cascade: bool = option(False, "score without cascade attention over the prefix")
+    compile: bool = option(False, "torch.compile the decoder blocks while scoring")
+    dense_model: str | None = option(None, "dense model for KL(dense || model) on held-out text")
+    dense_cache: str | None = option(None, "file caching the dense reference (.pt)")
+    no_heldout: bool = option(False, "skip perplexity and KL")
+    lm_eval_tasks: list[str] | None = option(None, "also run these lm-evaluation-harness tasks (mka_mmlu: MMLU "
+                                             "from --data_dir); needs [lmeval]", nargs="+")
+    quiet: bool = option(False, "no progress bar")
+
+def eval_parser() -> CommandParser:
+    "`mka-eval`'s parser, from `EvalFlags`."
+    return flags_parser("mka-eval", "k-shot MMLU, perplexity and KL to the dense model of one model.", EvalFlags)
 
 # %% ../nbs/07_evaluation.ipynb #85ee6615
 def check_eval_flags(a):
@@ -748,6 +812,7 @@ def check_eval_flags(a):
     splits = flag_error("--protocol", load_splits, a.data_dir, a.ntrain, protocol=a.protocol)
     select_questions(splits, a.subjects, a.eval_limit, a.per_subject); return splits
 
+# %% ../nbs/07_evaluation.ipynb #0a0cab85
 def _load(a, path): return load_model(path, a.device, a.dtype, device_map=a.device_map, max_memory=a.max_memory)
 
 def _score_options(a) -> dict:
@@ -755,12 +820,28 @@ def _score_options(a) -> dict:
     budget = "auto" if a.token_budget is None else (a.token_budget or None)
     return dict(cascade=False if a.no_cascade else "auto", token_budget=budget, compile=a.compile)
 
+def _dense(a, tok, splits):
+    if not (a.dense_model or a.dense_cache) or a.no_heldout: return None
+    cached = a.dense_cache and Path(a.dense_cache).exists()
+    dm = _load(a, a.dense_model)[0] if a.dense_model and not cached else None
+    return dense_reference(dm, tok, heldout_sources(splits, tok, a.subjects, a.heldout_tokens), a.dense_cache)
+
 def _lm_eval(model, tok, a) -> dict:
     "lm-evaluation-harness's `--lm_eval_tasks` on the model in memory (`harness.run_lm_eval`), MMLU from `--data_dir`."
     from mka_alpha.harness import run_lm_eval
     return run_lm_eval(model, tok, load_mmlu(a.data_dir), a.lm_eval_tasks, k=a.ntrain, subjects=a.subjects,
                        limit=a.per_subject, batch_size=a.batch_size)
 
+# %% ../nbs/07_evaluation.ipynb #41318587
+def _summary_line(r, out_dir) -> str:
+    "The line `mka-eval` prints: questions, accuracy, gold log-prob, perplexity, KL to dense, speed, run folder."
+    ho = r.get("heldout") or {}
+    return (f"{r['n_questions']} questions ({r['protocol']}): accuracy {r['average_accuracy']:.4f} (macro "
+            f"{r['macro_accuracy']:.4f}), mean gold log-prob {r['mean_gold_logprob']:.3f}, perplexity "
+            f"{ho.get('perplexity', float('nan')):.2f}, KL to dense {ho.get('kl_to_dense')}; "
+            f"{r['questions_per_s']:.1f} q/s; wrote {out_dir}")
+
+# %% ../nbs/07_evaluation.ipynb #7e5c1723
 def _with_lm_eval(out_dir, res, lm) -> dict:
     "Store lm_eval's metrics and its agreement with our records in `results.json`, its records beside ours."
     from mka_alpha.harness import lm_eval_agreement
@@ -769,27 +850,17 @@ def _with_lm_eval(out_dir, res, lm) -> dict:
     atomic_write(Path(out_dir)/"lm_eval_predictions.jsonl", "".join(json.dumps(r) + "\n" for r in recs))
     res["lm_eval"] = lm; atomic_write(Path(out_dir)/"results.json", json.dumps(res, indent=2)); return res
 
-def _dense(a, tok, splits):
-    if not (a.dense_model or a.dense_cache) or a.no_heldout: return None
-    cached = a.dense_cache and Path(a.dense_cache).exists()
-    dm = _load(a, a.dense_model)[0] if a.dense_model and not cached else None
-    return dense_reference(dm, tok, heldout_sources(splits, tok, a.subjects, a.heldout_tokens), a.dense_cache)
-
 def evaluate_main(argv=None):
-    "Console entry `mka-eval`: evaluate one model folder, write `results.json` + `predictions.jsonl`, print the summary."
+    "Console entry `mka-eval`: evaluate one model folder, write `results.json`, `predictions.jsonl`; print a summary."
     p = eval_parser(); a = p.parse_args(argv)
     with command_errors(p, a.debug):
         splits = check_eval_flags(a); dist_env()  # join the process group under torchrun / accelerate launch
         model, tok = _load(a, a.model_path)
-        meta = dict(model_path=str(a.model_path), device=str(model_device(model)), dtype=str(next(model.parameters()).dtype),
-                    args=vars(a))
+        meta = dict(model_path=str(a.model_path), device=str(model_device(model)),
+                    dtype=str(next(model.parameters()).dtype), args=vars(a))
         r = evaluate_model(model, tok, splits, a.ntrain, a.batch_size, a.subjects, a.eval_limit, a.per_subject,
                            _dense(a, tok, splits), heldout=not a.no_heldout, out_dir=a.output_dir, progress=not a.quiet,
                            meta=meta, heldout_tokens=a.heldout_tokens, **_score_options(a))
         if a.lm_eval_tasks and is_main(): r = _with_lm_eval(a.output_dir, r, _lm_eval(model, tok, a))
     if not is_main(): return  # rank 0 reports for all processes
-    ho = r.get("heldout") or {}
-    print(f"{r['n_questions']} questions ({r['protocol']}): accuracy {r['average_accuracy']:.4f} (macro "
-          f"{r['macro_accuracy']:.4f}), mean gold log-prob {r['mean_gold_logprob']:.3f}, perplexity "
-          f"{ho.get('perplexity', float('nan')):.2f}, KL to dense {ho.get('kl_to_dense')}; "
-          f"{r['questions_per_s']:.1f} q/s; wrote {a.output_dir}")
+    print(_summary_line(r, a.output_dir))

@@ -12,25 +12,30 @@ import numpy as np
 import torch
 from .models import DEFAULT_MODEL, TINY_MODEL, load_model, get_layers
 from .data import MMLUSplits, load_splits, prepare_calibration_dataloader
-from .similarity import model_similarity, save_similarity_matrix, load_similarity_matrix, plot_similarity, block_influence
+from .similarity import (model_similarity, save_similarity_matrix, load_similarity_matrix, plot_similarity,
+                                  block_influence)
 from .plans import (MergePlan, PLANS, build_plan, check_plan_name, shortgpt, remove_layers, resolve_num_layer,
                              drop_best, distance_from_drop, mean_alpha)
-from .training import DEFAULT_LR, DEFAULT_STEPS, replace_layers_with_mergeable, train_alpha_parameters
+from .training import (DEFAULT_LR, DEFAULT_STEPS, ALPHA_INIT_STRATEGIES, replace_layers_with_mergeable,
+                                train_alpha_parameters)
 from .fusion import fuse_plan, drop_layers, fuse_mergeable_layers, collect_mlp_alphas, save_fused
-from .evaluation import evaluate_model, dense_reference, heldout_sources, heldout_measures
-from .utils import atomic_write, fmt_value, text_table
+from .evaluation import (evaluate_model, dense_reference, heldout_sources, heldout_measures, option, like,
+                                  SharedFlags)
+from .utils import atomic_write, fmt_value, text_table, at_least
+from fastcore.basics import patch
 from .distributed import dist_env, is_main, all_gather, solo
 from .stats import accuracy_ci, compare_records, compare_heldout, seed_spread, fmt_ci, fmt_diff
 
 # %% auto #0
-__all__ = ['FIXED', 'TRAINED', 'METHODS', 'SEED_METHODS', 'DEFAULT_TARGET_COMPRESSION', 'BASELINES', 'PLAN_FREE',
-           'SWEEP_BASELINES', 'ABLATION_STEPS', 'ABLATION_LRS', 'check_methods', 'RunConfig', 'shared_dir',
-           'check_shared_data', 'similarity_assets', 'dense_assets', 'make_plan', 'calibration_kl', 'compress',
-           'method_template', 'absolute_paths', 'run_name', 'run_method', 'run_records', 'combine_results',
-           'check_protocols', 'paired_comparisons', 'seed_summary', 'comparison_table', 'comparisons_table',
-           'seeds_table', 'prepare_shared', 'run_tasks', 'shared_once', 'run_experiments', 'report', 'report_folder',
-           'point_config', 'sweep_tasks', 'sweep_runs', 'sweep_table', 'write_sweep', 'kl_table', 'sweep_report',
-           'run_sweep', 'report_sweep', 'is_sweep', 'ablation_configs', 'run_ablation']
+__all__ = ['FIXED', 'TRAINED', 'METHODS', 'SEED_METHODS', 'DEFAULT_TARGET_COMPRESSION', 'BASELINES', 'RESULT_HEADS', 'PLAN_FREE',
+           'SWEEP_BASELINES', 'ABLATION_STEPS', 'ABLATION_LRS', 'check_methods', 'CompressFlags', 'TrainFlags',
+           'RunConfig', 'shared_dir', 'check_shared_data', 'similarity_assets', 'dense_assets', 'make_plan',
+           'calibration_kl', 'compress', 'method_template', 'absolute_paths', 'run_name', 'run_method', 'run_records',
+           'combine_results', 'check_protocols', 'paired_comparisons', 'seed_summary', 'comparison_table',
+           'comparisons_table', 'seeds_table', 'prepare_shared', 'run_tasks', 'shared_once', 'experiment_tasks',
+           'combine_experiments', 'report', 'finished_runs', 'report_folder', 'run_experiments', 'point_config',
+           'sweep_tasks', 'sweep_runs', 'sweep_table', 'write_sweep', 'kl_table', 'sweep_report', 'run_sweep',
+           'report_sweep', 'is_sweep', 'ablation_configs', 'run_ablation']
 
 # %% ../nbs/08_experiments.ipynb #0c7cacae
 FIXED = {"fixed_05": 0.5, "fixed_07": 0.7}
@@ -39,58 +44,71 @@ METHODS = ("dense", "mka_similarity", "fixed_05", "fixed_07", "learned", "learne
            "drop", "drop_best", "shortgpt")
 SEED_METHODS = ("mka_similarity", "fixed_05", "fixed_07", "learned")  # + learned_mlp with --include_mlp
 
+# %% ../nbs/08_experiments.ipynb #a631d6cd
 def check_methods(methods) -> list:
     "Validate method names; an unknown one raises naming the valid ones."
     bad = [m for m in methods if m not in METHODS]
     if bad: raise ValueError(f"Unknown method(s) {bad}; valid: {', '.join(METHODS)}.")
     return list(dict.fromkeys(methods))
 
+# %% ../nbs/08_experiments.ipynb #0d534d6d
+@dataclass
+class CompressFlags:
+    "Which blocks a run removes and where its files go (`RunConfig`'s fields; the seeds' flags)."
+    output_dir: str = option("experiments", "the runs' folder")
+    num_layer: int | None = option(None, "blocks to remove (default: an eighth of them)")
+    target_compression: float | None = option(None, "alternative to --num_layer: removed/total ratio")
+    plan: str = option("bi_merge", "which blocks merge (mka_backward: the paper's order)", choices=PLANS)
+    similarity_matrix: str | None = option(None, "an existing similarity_matrix.pkl (else computed and saved)")
+    similarity_samples: int = option(256, "calibration texts for the similarity matrix", type=at_least(8))
+    shared_dir: str | None = option(None, "where similarity and dense reference live (default: output_dir)")
+    drop_best_samples: int = option(64, "calibration texts that choose drop_best's kept blocks", type=at_least(1))
+    calibration_data: str | None = option(None, "a .jsonl ('text' per line) or .txt corpus to calibrate on "
+                                          "instead of MMLU questions")
+
+# %% ../nbs/08_experiments.ipynb #47d367ed
+@dataclass
+class TrainFlags:
+    "How alpha is trained (`RunConfig`'s fields; the seeds' flags)."
+    alpha_training_steps: int = option(DEFAULT_STEPS, "alpha training steps")
+    alpha_learning_rate: float = option(DEFAULT_LR, "alpha learning rate (Adam)")
+    calibration_samples: int = option(1000, "calibration texts alpha trains on", type=at_least(1))
+    calibration_batch_size: int = option(4, "calibration batch size", type=at_least(1))
+    alpha_init_strategy: str = option("uniform", "starting alphas", choices=list(ALPHA_INIT_STRATEGIES))
+    loss: str = option("kd", "training loss: kd (KL to the dense model) or lm (next token)", choices=["kd", "lm"])
+    seed: int = option(0, "seed of the calibration sample, the batch order and the MLP's initial weights")
+    max_length: int = option(512, "tokens a text at most")
+
 # %% ../nbs/08_experiments.ipynb #c42633a8
 DEFAULT_TARGET_COMPRESSION = 0.125  # 4 of 30 blocks: where the curves say the merged model still works
 
 @dataclass
-class RunConfig:
+class RunConfig(TrainFlags, CompressFlags, SharedFlags):
     "Everything a method run needs; field names follow the seeds' command-line flags."
-    model_path: str = DEFAULT_MODEL
-    data_dir: str | None = None
-    output_dir: str = "experiments"
-    num_layer: int | None = None
-    target_compression: float | None = None
-    plan: str = "bi_merge"                      # or similar_pairs, mka_backward (the paper's order): plans.PLANS
-    alpha_training_steps: int = DEFAULT_STEPS
-    alpha_learning_rate: float = DEFAULT_LR
-    calibration_samples: int = 1000
-    calibration_batch_size: int = 4
-    alpha_init_strategy: str = "uniform"
-    loss: str = "kd"
-    seed: int = 0
-    similarity_matrix: str | None = None        # an existing similarity_matrix.pkl; else computed once
-    similarity_samples: int = 256
-    ntrain: int = 5
-    eval_limit: int | None = None
-    eval_batch_size: int = 16
-    max_length: int = 512
-    device: str | None = None
-    dtype: str | None = None
-    shared_dir: str | None = None               # where similarity + dense reference live (default: output_dir)
-    heldout_tokens: int = 65536                 # pydoc prose tokens added to the held-out MMLU text (KL, perplexity)
-    save_model: bool = True                     # keep each run's fused model (`models/`); sweeps may skip it
-    drop_best_samples: int = 64                 # calibration texts that choose `drop_best`'s kept blocks
-    calibration_data: str | None = None         # a .jsonl/.txt corpus to calibrate on instead of MMLU questions
-    protocol: str | None = None                 # MMLU protocol: None picks standard when dev and val exist
-    device_map: str | dict | None = None        # spread the model over devices (accelerate): "auto", or {module: dev}
-    max_memory: str | dict | None = None        # per-device cap with device_map: "0=70GiB,1=70GiB"
-    def load(self) -> tuple:
-        "`(model, tokenizer)` of this config: `models.load_model` with its device, dtype and placement."
-        return load_model(self.model_path, device=self.device, dtype=self.dtype, device_map=self.device_map,
-                          max_memory=self.max_memory)
-    def splits(self) -> MMLUSplits:
-        "The MMLU splits of this config (`data.load_splits`)."
-        return load_splits(self.data_dir, self.ntrain, self.calibration_data, self.protocol)
-    def resolved_num_layer(self, num_layers) -> int:
-        if self.num_layer is None and self.target_compression is None:
-            return resolve_num_layer(num_layers, None, DEFAULT_TARGET_COMPRESSION)
-        return resolve_num_layer(num_layers, self.num_layer, self.target_compression)
+    heldout_tokens: int = like(SharedFlags, "heldout_tokens", 65536)
+    eval_batch_size: int = option(16, "MMLU questions a batch", type=at_least(1))
+    save_model: bool = option(True, "keep each run's fused model (models/); sweeps may skip it")
+
+# %% ../nbs/08_experiments.ipynb #e0d02ba3
+@patch
+def load(self: RunConfig) -> tuple:
+    "`(model, tokenizer)` of this config: `models.load_model` with its device, dtype and placement."
+    return load_model(self.model_path, device=self.device, dtype=self.dtype, device_map=self.device_map,
+                      max_memory=self.max_memory)
+
+# %% ../nbs/08_experiments.ipynb #7be15ad6
+@patch
+def splits(self: RunConfig) -> MMLUSplits:
+    "The MMLU splits of this config (`data.load_splits`)."
+    return load_splits(self.data_dir, self.ntrain, self.calibration_data, self.protocol)
+
+# %% ../nbs/08_experiments.ipynb #00c187c6
+@patch
+def resolved_num_layer(self: RunConfig, num_layers) -> int:
+    "Blocks to remove of `num_layers`: `num_layer`, or `target_compression`, else `DEFAULT_TARGET_COMPRESSION`."
+    if self.num_layer is None and self.target_compression is None:
+        return resolve_num_layer(num_layers, None, DEFAULT_TARGET_COMPRESSION)
+    return resolve_num_layer(num_layers, self.num_layer, self.target_compression)
 
 # %% ../nbs/08_experiments.ipynb #a3fdda01
 def shared_dir(cfg: RunConfig) -> Path: return Path(cfg.shared_dir or cfg.output_dir)
@@ -105,18 +123,25 @@ def check_shared_data(cfg: RunConfig, splits) -> dict:
     if old is None: atomic_write(f, json.dumps(info, indent=2))
     return info
 
+# %% ../nbs/08_experiments.ipynb #41d2a4a3
+def _new_similarity(cfg: RunConfig, model, tok, splits) -> tuple:
+    "`(S, activations)` of one pass over `cfg.similarity_samples` calibration texts (`similarity.model_similarity`)."
+    return model_similarity(model, tok, splits.flat("calibration"), num_samples=cfg.similarity_samples,
+                            batch_size=8, max_length=min(cfg.max_length, 256), seed=cfg.seed)
+
+# %% ../nbs/08_experiments.ipynb #8d252bd4
 def similarity_assets(cfg: RunConfig, model, tok, splits) -> tuple:
     "`(S, block_influence)` for `cfg`: loaded from `output_dir` (or `cfg.similarity_matrix`), else computed and saved."
     check_shared_data(cfg, splits)
     s_path = Path(cfg.similarity_matrix) if cfg.similarity_matrix else shared_dir(cfg)/"similarity_matrix.pkl"
     bi_path = shared_dir(cfg)/"block_influence.json"
     if s_path.exists() and bi_path.exists(): return load_similarity_matrix(s_path), json.loads(bi_path.read_text())
-    S, acts = model_similarity(model, tok, splits.flat("calibration"), num_samples=cfg.similarity_samples,
-                               batch_size=8, max_length=min(cfg.max_length, 256), seed=cfg.seed)
+    S, acts = _new_similarity(cfg, model, tok, splits)
     if s_path.exists(): S = load_similarity_matrix(s_path)  # the user's matrix wins
     else:
         save_similarity_matrix(S, s_path)
-        plot_similarity(S, shared_dir(cfg)/"similarity_heatmap.png", title=f"NPIB similarity, {Path(str(cfg.model_path)).name}")
+        title = f"NPIB similarity, {Path(str(cfg.model_path)).name}"
+        plot_similarity(S, shared_dir(cfg)/"similarity_heatmap.png", title=title)
     bi = [float(x) for x in block_influence(acts)]
     atomic_write(bi_path, json.dumps(bi)); return S, bi
 
@@ -138,6 +163,7 @@ def _brief(h) -> dict:
     src = {s: {k: v.get(k) for k in keys} for s, v in (h.get("by_source") or {}).items()}
     return {k: h.get(k) for k in keys} | dict(by_source=src)
 
+# %% ../nbs/08_experiments.ipynb #ff51509d
 def _train(method, model, tok, plan, S, splits, cfg, dense=None):
     "Wrap, train and fuse one of the trained methods; returns `(info, history)`; `as_trained`: the wrapped model's KL."
     torch.manual_seed(cfg.seed)  # the MLP's initial weights follow the seed too
@@ -147,7 +173,8 @@ def _train(method, model, tok, plan, S, splits, cfg, dense=None):
     hist = train_alpha_parameters(model, dl, cfg.alpha_training_steps, cfg.alpha_learning_rate, cfg.loss, seed=cfg.seed)
     if method == "learned_mlp": collect_mlp_alphas(model, dl)  # fused with the mean alpha it predicted
     shipped_is_trained = method == "learned_weight"  # the reference holds the held-out texts' ids: no re-tokenising
-    trained = _brief(heldout_measures(model, tok, None, dense, cfg.max_length)) if dense and not shipped_is_trained else None
+    measure = dense and not shipped_is_trained
+    trained = _brief(heldout_measures(model, tok, None, dense, cfg.max_length)) if measure else None
     info = fuse_mergeable_layers(model) | dict(as_trained=trained, calibration_pool=len(splits.flat("calibration")),
                                                calibration_used=len(dl.dataset))
     return info, dict(loss=hist.loss, alphas=hist.alphas, seconds_per_step=hist.seconds_per_step)
@@ -160,22 +187,34 @@ def calibration_kl(model, tok, splits, cfg: RunConfig):
     texts = [ds[i] for i in range(len(ds))]; ref = dense_reference(model, tok, texts, max_length=cfg.max_length)
     return lambda m: heldout_measures(m, tok, texts, ref, cfg.max_length)["kl_to_dense"]
 
+# %% ../nbs/08_experiments.ipynb #75a11752
+def _fixed_alphas(method, plan: MergePlan, S) -> list:
+    "The alphas a fixed method fuses with: its constant, or `S_lm` per pair for `mka_similarity`."
+    return FIXED[method] if method in FIXED else [float(S[l][m]) for l, m in plan.steps]
+
+# %% ../nbs/08_experiments.ipynb #e016dc8d
+def _remove(method, model, tok, plan: MergePlan, bi, splits, cfg: RunConfig) -> tuple:
+    "`(removed blocks, info)` of the methods that merge nothing: `drop`, `drop_best`, `shortgpt` and `dense`."
+    if method == "drop": drop_layers(model, plan.steps); return plan.removed, dict(mode="drop")
+    if method == "drop_best":
+        removed, keep = drop_best(model, plan, calibration_kl(model, tok, splits, cfg)); remove_layers(model, removed)
+        return removed, dict(mode="drop_best", kept_of_group={str(k): v for k, v in keep.items()})
+    if method == "shortgpt":
+        removed = shortgpt(bi, len(plan.steps)); remove_layers(model, removed); return removed, dict(mode="shortgpt")
+    if method == "dense": return [], dict(mode="dense")
+    check_methods([method])
+
+# %% ../nbs/08_experiments.ipynb #162254c2
 def compress(method, model, tok, plan: MergePlan, S, bi, splits, cfg: RunConfig, dense=None) -> tuple:
     "Apply `method` to `model` in place with merge `plan`; returns `(model, info, history)`."
     hist, removed = None, plan.removed
     if method in TRAINED: info, hist = _train(method, model, tok, plan, S, splits, cfg, dense)
     elif method in FIXED or method == "mka_similarity":
-        alphas = FIXED[method] if method in FIXED else [float(S[l][m]) for l, m in plan.steps]
-        info = fuse_plan(model, plan.steps, alphas, S, label=method)[1]
-    elif method == "drop": drop_layers(model, plan.steps); info = dict(mode="drop")
-    elif method == "drop_best":
-        removed, keep = drop_best(model, plan, calibration_kl(model, tok, splits, cfg)); remove_layers(model, removed)
-        info = dict(mode="drop_best", kept_of_group={str(k): v for k, v in keep.items()})
-    elif method == "shortgpt": removed = shortgpt(bi, len(plan.steps)); remove_layers(model, removed); info = dict(mode="shortgpt")
-    elif method == "dense": removed, info = [], dict(mode="dense")
-    else: check_methods([method])
+        info = fuse_plan(model, plan.steps, _fixed_alphas(method, plan, S), S, label=method)[1]
+    else: removed, info = _remove(method, model, tok, plan, bi, splits, cfg)
     if info.get("fused_alphas") is not None: info["distance_from_drop"] = distance_from_drop(plan, info["fused_alphas"])
-    info |= dict(method=method, plan=plan.to_dict(), removed_layers=sorted(removed), fraction_removed=len(removed) / plan.num_layers)
+    info |= dict(method=method, plan=plan.to_dict(), removed_layers=sorted(removed),
+                 fraction_removed=len(removed) / plan.num_layers)
     return model, info, hist
 
 # %% ../nbs/08_experiments.ipynb #8a236aa3
@@ -183,15 +222,17 @@ def method_template() -> Path:
     "The parameterised method notebook papermill executes (in the repository's `nbs/`)."
     import mka_alpha
     p = Path(mka_alpha.__file__).resolve().parent.parent/"nbs"/"run_method.ipynb"
-    if not p.exists(): raise FileNotFoundError(f"{p} not found: method runs need the repository checkout (pip install -e .).")
+    if not p.exists(): raise FileNotFoundError(
+        f"{p} not found: method runs need the repository checkout (pip install -e .).")
     return p
 
 # %% ../nbs/08_experiments.ipynb #cbc60c9b
 def absolute_paths(cfg: RunConfig) -> RunConfig:
     "`cfg` with its folders made absolute: the method notebook runs with its own folder as working directory."
     fix = lambda p: str(Path(p).resolve()) if p and Path(p).exists() else p
-    return dataclasses.replace(cfg, output_dir=str(Path(cfg.output_dir).resolve()), shared_dir=str(shared_dir(cfg).resolve()),
-                               similarity_matrix=str(Path(cfg.similarity_matrix).resolve()) if cfg.similarity_matrix else None,
+    sim = str(Path(cfg.similarity_matrix).resolve()) if cfg.similarity_matrix else None
+    return dataclasses.replace(cfg, output_dir=str(Path(cfg.output_dir).resolve()),
+                               shared_dir=str(shared_dir(cfg).resolve()), similarity_matrix=sim,
                                data_dir=fix(cfg.data_dir), model_path=fix(cfg.model_path),
                                calibration_data=fix(cfg.calibration_data))
 
@@ -200,6 +241,14 @@ def run_name(method, seed=None, base_seed=0) -> str:
     "A run's folder name: the method, plus `_seed<k>` when run with a seed other than the config's."
     return method if seed is None or seed == base_seed else f"{method}_seed{seed}"
 
+# %% ../nbs/08_experiments.ipynb #5d41f35f
+def _failure(st, e, seconds, notebook) -> dict:
+    "The status record `st` of a run whose notebook raised `e`: failed, with its last message line and notebook."
+    msg = str(e).strip().splitlines()
+    return st | dict(status="failed", seconds=seconds, notebook=str(notebook),
+                     error=(msg[-1] if msg else type(e).__name__)[:500])
+
+# %% ../nbs/08_experiments.ipynb #6df7a0bb
 def run_method(method, cfg: RunConfig, overwrite=False, kernel_name=None, name=None) -> dict:
     "Execute the method notebook for `method` into `output_dir/<name or method>/run.ipynb`; returns its status record."
     import papermill as pm
@@ -213,10 +262,7 @@ def run_method(method, cfg: RunConfig, overwrite=False, kernel_name=None, name=N
         pm.execute_notebook(str(method_template()), str(out/"run.ipynb"), parameters=params, cwd=str(out),
                             kernel_name=kernel_name or "python3", progress_bar=False)
         return st | dict(status="done", seconds=time.perf_counter() - t0, results=str(res))
-    except Exception as e:
-        msg = str(e).strip().splitlines()
-        return st | dict(status="failed", seconds=time.perf_counter() - t0, notebook=str(out/"run.ipynb"),
-                         error=(msg[-1] if msg else type(e).__name__)[:500])
+    except Exception as e: return _failure(st, e, time.perf_counter() - t0, out/"run.ipynb")
 
 # %% ../nbs/08_experiments.ipynb #2ca267f7
 _KEYS = ("average_accuracy", "macro_accuracy", "mean_gold_logprob", "n_params", "n_layers", "fraction_removed",
@@ -275,8 +321,9 @@ def check_protocols(combined) -> tuple:
         "different questions. Compare runs of one protocol and data source (re-run the others, or report them apart).")
     return next(iter(seen), (None, None))
 
+# %% ../nbs/08_experiments.ipynb #e65bdbde
 def paired_comparisons(output_dir, combined, baselines=BASELINES, runs=None, **kw) -> dict:
-    "`{run: {baseline: comparison}}`: accuracy (paired bootstrap + McNemar), gold log-prob and KL-to-dense differences, run minus baseline."
+    "`{run: {baseline: comparison}}`: accuracy (paired bootstrap, McNemar), gold log-prob and KL differences."
     ok = [m for m, r in combined.items() if r.get("status") != "failed" and r.get("average_accuracy") is not None]
     check_protocols({m: combined[m] for m in ok}); recs = {m: run_records(Path(output_dir)/m) for m in ok}
     held = {m: json.loads((Path(output_dir)/m/"results.json").read_text()).get("heldout") or {} for m in ok}
@@ -294,31 +341,43 @@ def seed_summary(combined) -> dict:
     "For each method run with more than one seed: mean, std and range of its measures and alphas over the seeds."
     by = {}
     for name, r in combined.items():
-        if r.get("status") != "failed" and r.get("average_accuracy") is not None: by.setdefault(r.get("method") or name, []).append(r)
+        if r.get("status") != "failed" and r.get("average_accuracy") is not None:
+            by.setdefault(r.get("method") or name, []).append(r)
     return {m: seed_spread(rs) for m, rs in by.items() if len(rs) > 1}
 
+# %% ../nbs/08_experiments.ipynb #389753db
+def _result_row(m, r) -> list:
+    "The `comparison_table` row of run `m` (its combined record `r`), with 95% intervals where `r` has them."
+    pct = lambda k: fmt_ci(r.get(k), r.get(k + "_ci"), 100) if r.get(k + "_ci") else fmt_value(r.get(k), pct=True)
+    est = lambda k, d=4: fmt_ci(r.get(k), r.get(k + "_ci"), 1, d) if r.get(k + "_ci") else fmt_value(r.get(k))
+    return [m, pct("average_accuracy"), fmt_value(r.get("macro_accuracy"), True), fmt_value(r.get("mean_gold_logprob")),
+            est("kl_to_dense"), est("perplexity", 1), fmt_value(r.get("n_layers")),
+            fmt_value(r.get("fraction_removed"), True), r.get("status", "-")]
+
 # %% ../nbs/08_experiments.ipynb #58476cde
+RESULT_HEADS = ["method", "acc % [95% CI]", "macro %", "gold logp", "KL dense [95% CI]", "ppl [95% CI]", "layers",
+                "removed %", "status"]
+
 def comparison_table(combined) -> str:
     "A plain-text table of the combined results, one row per run, with 95% intervals."
-    pct = lambda r, k: fmt_ci(r.get(k), r.get(k + "_ci"), 100) if r.get(k + "_ci") else fmt_value(r.get(k), pct=True)
-    est = lambda r, k, d=4: fmt_ci(r.get(k), r.get(k + "_ci"), 1, d) if r.get(k + "_ci") else fmt_value(r.get(k))
-    rows = [[m, pct(r, "average_accuracy"), fmt_value(r.get("macro_accuracy"), True), fmt_value(r.get("mean_gold_logprob")), est(r, "kl_to_dense"),
-             est(r, "perplexity", 1), fmt_value(r.get("n_layers")), fmt_value(r.get("fraction_removed"), True), r.get("status", "-")]
-            for m, r in combined.items()]
-    return text_table(["method", "acc % [95% CI]", "macro %", "gold logp", "KL dense [95% CI]", "ppl [95% CI]", "layers", "removed %", "status"], rows)
+    return text_table(RESULT_HEADS, [_result_row(m, r) for m, r in combined.items()])
 
+# %% ../nbs/08_experiments.ipynb #0f448f9e
 def comparisons_table(comparisons) -> str:
     "Paired differences (run minus baseline) with 95% intervals; 'within noise' where the interval covers zero."
     rows = [[m, b, fmt_diff(c["accuracy_diff"], c["accuracy_diff_ci"], c["mcnemar"]["pvalue"]),
              fmt_diff(c["gold_logprob_diff"], c["gold_logprob_diff_ci"], scale=1, digits=3),
              fmt_diff(c.get("kl_diff"), c.get("kl_diff_ci"), scale=1, digits=3)]
             for m, bs in comparisons.items() for b, c in bs.items()]
-    return text_table(["run", "vs", "d acc (points) [95% CI] McNemar p", "d gold logp [95% CI]", "d KL dense [95% CI]"], rows)
+    heads = ["run", "vs", "d acc (points) [95% CI] McNemar p", "d gold logp [95% CI]", "d KL dense [95% CI]"]
+    return text_table(heads, rows)
 
+# %% ../nbs/08_experiments.ipynb #e94457e7
 def seeds_table(seeds) -> str:
     "Mean ± std (n seeds) of each measure of the methods run with several seeds."
     f = lambda d, sc=1, dg=4: f"{sc*d['mean']:.{dg}f} ± {sc*d['std']:.{dg}f}" if d.get("n") else "-"
-    rows = [[m, str(s["average_accuracy"]["n"]), f(s["average_accuracy"], 100, 2), f(s["kl_to_dense"]), f(s["mean_gold_logprob"]),
+    rows = [[m, str(s["average_accuracy"]["n"]), f(s["average_accuracy"], 100, 2), f(s["kl_to_dense"]),
+             f(s["mean_gold_logprob"]),
              " ".join(f"{a['mean']:.2f}±{a['std']:.2f}" for a in s.get("alphas", []))] for m, s in seeds.items()]
     return text_table(["method", "seeds", "acc %", "KL dense", "gold logp", "alphas (mean±std per pair)"], rows)
 
@@ -329,10 +388,7 @@ def prepare_shared(cfg: RunConfig) -> dict:
     S, bi = similarity_assets(cfg, model, tok, splits); dense_assets(cfg, model, tok, splits)
     return dict(num_layers=len(get_layers(model)), plan=make_plan(cfg, S, len(get_layers(model)), bi).to_dict())
 
-# %% ../nbs/08_experiments.ipynb #06ef06c8
-def _run_task(task, overwrite):
-    m, c, name = task; return run_method(m, c, overwrite, name=name) | dict(output_dir=c.output_dir)
-
+# %% ../nbs/08_experiments.ipynb #27cdb6fb
 _GROUP_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE", "ROLE_RANK",
               "ROLE_WORLD_SIZE", "ROLE_NAME", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID")
 
@@ -343,6 +399,12 @@ def _own_gpu():
     os.environ["CUDA_VISIBLE_DEVICES"] = ids[local % len(ids)]
     for k in _GROUP_ENV: os.environ.pop(k, None)  # a kernel is a one-process run of its own
 
+# %% ../nbs/08_experiments.ipynb #06ef06c8
+def _run_task(task, overwrite):
+    "Run one `(method, config, run name)` task; its status record names the task's `output_dir`."
+    m, c, name = task; return run_method(m, c, overwrite, name=name) | dict(output_dir=c.output_dir)
+
+# %% ../nbs/08_experiments.ipynb #c288c556
 def run_tasks(tasks, overwrite=False, jobs=1, verbose=True) -> list:
     "Run method notebooks, `jobs` at a time; under torchrun each process runs its share on its own GPU."
     rank, world = dist_env()
@@ -364,50 +426,71 @@ def shared_once(cfg: RunConfig) -> dict:
     if torch.cuda.is_available(): torch.cuda.empty_cache()  # the method kernels need the memory
     return all_gather(shared)[0]
 
-def run_experiments(cfg: RunConfig, methods=SEED_METHODS, overwrite=False, verbose=True, seeds=None) -> dict:
-    """Run every method of `methods` (papermill; the trained ones once per seed of `seeds`), combine into
-    `output_dir/results.json` with intervals, paired comparisons and the spread over seeds, and print the tables."""
-    methods = check_methods(methods); out = Path(cfg.output_dir); out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out/"config.json", json.dumps(asdict(cfg) | dict(seeds=seeds), indent=2))
-    shared = shared_once(cfg)
-    tasks = [(m, dataclasses.replace(cfg, seed=sd), run_name(m, sd, cfg.seed)) for m in methods
-             for sd in (list(dict.fromkeys(seeds)) if seeds and m in TRAINED else [cfg.seed])]
-    statuses = [{k: v for k, v in st.items() if k != "output_dir"} for st in run_tasks(tasks, overwrite, 1, verbose)]
-    if not is_main(): return None  # rank 0 combines and reports
-    combined = dict(config=asdict(cfg), plan=shared["plan"], runs=statuses, methods=combine_results(out, statuses))
-    combined["comparisons"], combined["seeds"] = paired_comparisons(out, combined["methods"]), seed_summary(combined["methods"])
-    atomic_write(out/"results.json", json.dumps(combined, indent=2))
-    if verbose: print(report(combined))
-    return combined
+# %% ../nbs/08_experiments.ipynb #398e2279
+def experiment_tasks(cfg: RunConfig, methods, seeds=None) -> list:
+    "`(method, config, run name)` of each run of a comparison: the trained methods once per seed of `seeds`."
+    return [(m, dataclasses.replace(cfg, seed=sd), run_name(m, sd, cfg.seed)) for m in check_methods(methods)
+            for sd in (list(dict.fromkeys(seeds)) if seeds and m in TRAINED else [cfg.seed])]
 
+# %% ../nbs/08_experiments.ipynb #44e0767d
+def combine_experiments(output_dir, config, plan, statuses) -> dict:
+    "A comparison folder combined: every run with 95% intervals, the paired comparisons, the spread over seeds."
+    combined = dict(config=config, plan=plan, runs=statuses, methods=combine_results(output_dir, statuses))
+    combined["comparisons"] = paired_comparisons(output_dir, combined["methods"])
+    combined["seeds"] = seed_summary(combined["methods"]); return combined
+
+# %% ../nbs/08_experiments.ipynb #6e6c440b
 def report(combined) -> str:
     "The printed summary of a comparison: the results table, the paired comparisons, the spread over seeds."
     protocol, checksum = check_protocols(combined["methods"])
     n = next((r.get("n_questions") for r in combined["methods"].values() if r.get("n_questions")), None)
     parts = [f"MMLU protocol: {protocol or 'not recorded'} (data checksum {checksum or '-'}, {n or '-'} questions)",
              comparison_table(combined["methods"])]
-    if combined.get("comparisons"): parts.append("Paired differences, run minus baseline:\n" + comparisons_table(combined["comparisons"]))
+    if combined.get("comparisons"):
+        parts.append("Paired differences, run minus baseline:\n" + comparisons_table(combined["comparisons"]))
     if combined.get("seeds"): parts.append("Spread over seeds:\n" + seeds_table(combined["seeds"]))
     return "\n\n".join(parts)
+
+# %% ../nbs/08_experiments.ipynb #9feac896
+def finished_runs(output_dir) -> list:
+    "Status records of the finished method runs in `output_dir` (a `results.json` each), in `METHODS` order."
+    runs = []
+    for d in Path(output_dir).iterdir():
+        if d.is_dir() and (d/"results.json").exists():
+            r = json.loads((d/"results.json").read_text())
+            if r.get("method") in METHODS:
+                runs.append(dict(run=d.name, method=r["method"], seed=r.get("seed"), status="done"))
+    return sorted(runs, key=lambda st: (METHODS.index(st["method"]), st["seed"] or 0, st["run"]))
 
 # %% ../nbs/08_experiments.ipynb #59271a02
 def report_folder(output_dir, write=True, verbose=True) -> dict:
     "Re-combine the finished runs in `output_dir` (intervals, paired comparisons, seeds) without running anything."
     out = Path(output_dir); f = out/"results.json"
     prev = json.loads(f.read_text()) if f.exists() else {}
-    runs = []
-    for d in out.iterdir():
-        if d.is_dir() and (d/"results.json").exists():
-            r = json.loads((d/"results.json").read_text())
-            if r.get("method") in METHODS: runs.append(dict(run=d.name, method=r["method"], seed=r.get("seed"), status="done"))
-    if not runs: raise FileNotFoundError(f"No finished method run in {out}: run `mka-evaluate --output_dir {out}` first.")
-    runs.sort(key=lambda st: (METHODS.index(st["method"]), st["seed"] or 0, st["run"]))
+    runs = finished_runs(out)
+    if not runs: raise FileNotFoundError(
+        f"No finished method run in {out}: run `mka-evaluate --output_dir {out}` first.")
     first = json.loads((out/runs[0]["run"]/"results.json").read_text())
-    config = prev.get("config") or (json.loads((out/"config.json").read_text()) if (out/"config.json").exists() else None)
-    combined = dict(config=config, plan=prev.get("plan") or (first.get("compression") or {}).get("plan"), runs=runs,
-                    methods=combine_results(out, runs))
-    combined["comparisons"], combined["seeds"] = paired_comparisons(out, combined["methods"]), seed_summary(combined["methods"])
+    cf = out/"config.json"
+    config = prev.get("config") or (json.loads(cf.read_text()) if cf.exists() else None)
+    plan = prev.get("plan") or (first.get("compression") or {}).get("plan")
+    combined = combine_experiments(out, config, plan, runs)
     if write: atomic_write(f, json.dumps(combined, indent=2))
+    if verbose: print(report(combined))
+    return combined
+
+# %% ../nbs/08_experiments.ipynb #e533b8cb
+def run_experiments(cfg: RunConfig, methods=SEED_METHODS, overwrite=False, verbose=True, seeds=None) -> dict:
+    """Run every method of `methods` (papermill; the trained ones once per seed of `seeds`), combine into
+    `output_dir/results.json` with intervals, paired comparisons and the spread over seeds, and print the tables."""
+    methods = check_methods(methods); out = Path(cfg.output_dir); out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out/"config.json", json.dumps(asdict(cfg) | dict(seeds=seeds), indent=2))
+    shared = shared_once(cfg)
+    runs = run_tasks(experiment_tasks(cfg, methods, seeds), overwrite, 1, verbose)
+    statuses = [{k: v for k, v in st.items() if k != "output_dir"} for st in runs]
+    if not is_main(): return None  # rank 0 combines and reports
+    combined = combine_experiments(out, asdict(cfg), shared["plan"], statuses)
+    atomic_write(out/"results.json", json.dumps(combined, indent=2))
     if verbose: print(report(combined))
     return combined
 
@@ -451,19 +534,22 @@ def sweep_runs(output_dir) -> dict:
 
 # %% ../nbs/08_experiments.ipynb #70059690
 def _row(point, name, r) -> dict:
+    "The long table's row of one run (`combine_results` record `r`) at sweep point `point`."
     ci = lambda k, i: (r.get(k + "_ci") or [None, None])[i]
     dd = r.get("distance_from_drop")
     plan, k = point.split("/k") if "/k" in point else (point, "0")  # from the folder: unfinished runs have no results
     return dict(point=point, plan="-" if r.get("method") in PLAN_FREE else plan, k=int(k),
                 fraction_removed=r.get("fraction_removed"), method=r.get("method"), seed=r.get("seed"), run=name,
                 status=r.get("status"), accuracy=r.get("average_accuracy"), accuracy_lo=ci("average_accuracy", 0),
-                accuracy_hi=ci("average_accuracy", 1), gold_logprob=r.get("mean_gold_logprob"), kl=r.get("kl_to_dense"),
-                kl_lo=ci("kl_to_dense", 0), kl_hi=ci("kl_to_dense", 1), perplexity=r.get("perplexity"),
+                accuracy_hi=ci("average_accuracy", 1), gold_logprob=r.get("mean_gold_logprob"),
+                kl=r.get("kl_to_dense"), kl_lo=ci("kl_to_dense", 0), kl_hi=ci("kl_to_dense", 1),
+                perplexity=r.get("perplexity"),
                 **{f"kl_{s}": v for s, v in (r.get("kl_by_source") or {}).items()},
                 as_trained_kl=r.get("as_trained_kl"),
                 distance_from_drop=float(np.mean(dd)) if dd else None,
                 alphas=" ".join(f"{a:.3f}" for a in r["alphas"]) if r.get("alphas") else "")
 
+# %% ../nbs/08_experiments.ipynb #51e6c699
 def sweep_table(output_dir, statuses=None) -> dict:
     "A sweep folder combined: `rows` (one per run), per-point `comparisons` and `seeds`, the uniform-guess KL."
     out, rows, comps, seeds, uni, data = Path(output_dir), [], {}, {}, {}, {}
@@ -500,6 +586,7 @@ def kl_table(rows, plan) -> str:
     grid = [[n] + [next((cell(r) for r in sel if r["run"] == n and r["k"] == k), "-") for k in ks] for n in names]
     return text_table(["run"] + [f"k={k}" for k in ks], grid)
 
+# %% ../nbs/08_experiments.ipynb #c5431462
 def sweep_report(combined) -> str:
     "The printed summary of a sweep: per plan, its KL table; then the paired comparisons of every point."
     plans = list(dict.fromkeys(r["plan"] for r in combined["rows"] if r["plan"] != "-"))
@@ -525,6 +612,7 @@ def run_sweep(cfg: RunConfig, methods, plans, ks, seeds=None, overwrite=False, j
     if verbose: print(sweep_report(combined))
     return combined
 
+# %% ../nbs/08_experiments.ipynb #9ae6ce1f
 def report_sweep(output_dir, write=True, verbose=True) -> dict:
     "Rebuild a sweep's long table, comparisons and report from its finished run folders alone."
     out = Path(output_dir); cfg = json.loads((out/"config.json").read_text())
@@ -546,7 +634,8 @@ def ablation_configs(cfg: RunConfig, steps=ABLATION_STEPS, lrs=ABLATION_LRS) -> 
     "One config per ablation point: `steps<N>` at the default lr, `lr<x>` at the default steps."
     base = Path(cfg.output_dir)/"ablation"; shared = str(shared_dir(cfg))
     mk = lambda name, **kw: (name, dataclasses.replace(cfg, output_dir=str(base/name), shared_dir=shared, **kw))
-    return dict([mk(f"steps{n}", alpha_training_steps=n) for n in steps] + [mk(f"lr{x:g}", alpha_learning_rate=x) for x in lrs])
+    return dict([mk(f"steps{n}", alpha_training_steps=n) for n in steps] +
+                [mk(f"lr{x:g}", alpha_learning_rate=x) for x in lrs])
 
 # %% ../nbs/08_experiments.ipynb #1b75d4e3
 def run_ablation(cfg: RunConfig, steps=ABLATION_STEPS, lrs=ABLATION_LRS, overwrite=False, verbose=True) -> dict:
@@ -555,7 +644,8 @@ def run_ablation(cfg: RunConfig, steps=ABLATION_STEPS, lrs=ABLATION_LRS, overwri
     prepare_shared(cfg); rows = {}
     for name, c in ablation_configs(cfg, steps, lrs).items():
         st = run_method("learned", c, overwrite)
-        rows[name] = dict(steps=c.alpha_training_steps, lr=c.alpha_learning_rate) | combine_results(c.output_dir, [st])["learned"]
+        point = dict(steps=c.alpha_training_steps, lr=c.alpha_learning_rate)
+        rows[name] = point | combine_results(c.output_dir, [st])["learned"]
     out = Path(cfg.output_dir)/"ablation"; atomic_write(out/"results.json", json.dumps(rows, indent=2))
     plot_ablation(rows, out/"ablation.png")
     if verbose: print(comparison_table(rows))

@@ -10,29 +10,40 @@ import numpy as np
 import matplotlib
 import matplotlib.pyplot as plt
 from .plans import mean_alpha
+from dataclasses import dataclass
+from matplotlib.figure import Figure
 from .utils import CommandParser, command_errors
+from .evaluation import option, flags_parser
 
 # %% auto #0
-__all__ = ['plot_training', 'load_results', 'bar_errors', 'plot_accuracy', 'learned_alphas', 'plot_alpha_hist',
-           'plot_alpha_vs_similarity', 'plot_categories', 'plot_losses', 'plot_results', 'plot_main', 'plot_ablation',
-           'curve', 'plot_curves', 'plot_plans', 'plot_sweep']
+__all__ = ['RESULT_FIGURES', 'training_figure', 'plot_training', 'load_results', 'bar_errors', 'plot_accuracy', 'learned_alphas',
+           'plot_alpha_hist', 'plot_alpha_vs_similarity', 'plot_categories', 'plot_losses', 'plot_results', 'PlotFlags',
+           'plot_parser', 'plot_main', 'plot_ablation', 'curve', 'plot_curves', 'plot_plans', 'plot_sweep']
 
 # %% ../nbs/09_plots.ipynb #93524905
-def _save(fig, path) -> Path:
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout(); fig.savefig(path, dpi=120); plt.close(fig); return path
+def _save(fig, path=None) -> Figure:
+    "Lay out `fig`, write it to `path` (a PNG, folders made) where given, and return it (closed to pyplot)."
+    fig.tight_layout()
+    if path is not None: Path(path).parent.mkdir(parents=True, exist_ok=True); fig.savefig(path, dpi=120)
+    plt.close(fig); return fig
 
 # %% ../nbs/09_plots.ipynb #87751d09
-def plot_training(hist, pairs=(), path="training.png", title="") -> Path:
+def training_figure(hist, pairs=(), path=None, title="") -> Figure:
     "Loss curve and alpha trajectory per pair of a training history (a `TrainHistory` or its dict)."
     h = hist if isinstance(hist, dict) else dict(loss=hist.loss, alphas=hist.alphas)
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
     a.plot(h["loss"]); a.set(xlabel="step", ylabel="loss", title=f"{title} loss".strip())
     al = np.asarray(h["alphas"], dtype=float)
-    for j in range(al.shape[1] if al.ndim == 2 else 0): b.plot(al[:, j], label=str(tuple(pairs[j])) if j < len(pairs) else str(j))
+    for j in range(al.shape[1] if al.ndim == 2 else 0):
+        b.plot(al[:, j], label=str(tuple(pairs[j])) if j < len(pairs) else str(j))
     b.set(xlabel="step", ylabel="alpha", title="alpha per pair", ylim=(0, 1))
     if len(pairs): b.legend(fontsize=6, ncol=2)
     return _save(fig, path)
+
+# %% ../nbs/09_plots.ipynb #a802f944
+def plot_training(hist, pairs=(), path="training.png", title="") -> Path:
+    "`training_figure` written to `path`; returns the path (the method notebooks show it as an image)."
+    training_figure(hist, pairs, path, title); return Path(path)
 
 # %% ../nbs/09_plots.ipynb #abb3bd2c
 def load_results(results_dir) -> dict:
@@ -52,17 +63,21 @@ def bar_errors(rows, key) -> np.ndarray:
     ci = np.array([r.get(key + "_ci") or [x, x] for r, x in zip(rows, v)], dtype=float).reshape(-1, 2)
     return np.abs(ci.T - v)
 
-# %% ../nbs/09_plots.ipynb #bcda3402
-def plot_accuracy(comb, path, key="average_accuracy", label="MMLU accuracy") -> Path:
-    "Bars per method with their 95% intervals (`<key>_ci`) as error bars; the dense and drop baselines drawn as lines across."
-    ms = {m: r for m, r in comb["methods"].items() if r.get(key) is not None}
-    fig, ax = plt.subplots(figsize=(max(5, 0.9*len(ms)), 3.5))
-    ax.bar(list(ms), [r[key] for r in ms.values()], yerr=bar_errors(list(ms.values()), key) if ms else None, capsize=3,
-           color=["0.6" if m in ("dense", "drop", "shortgpt") else "C0" for m in ms])
+# %% ../nbs/09_plots.ipynb #3460e34f
+def _baseline_lines(ax, ms, key):
+    "The `dense` and `drop` runs of `ms` (`{method: record}`) as lines across `ax` at their `key`, with a legend."
     for base, style in (("dense", "--"), ("drop", ":")):
         if base in ms: ax.axhline(ms[base][key], ls=style, c="k", lw=1, label=base)
-    ax.set(ylabel=label); ax.tick_params(axis="x", rotation=30)
     if any(b in ms for b in ("dense", "drop")): ax.legend(fontsize=8)
+
+# %% ../nbs/09_plots.ipynb #bcda3402
+def plot_accuracy(comb, path=None, key="average_accuracy", label="MMLU accuracy") -> Figure:
+    "Bars per method with their 95% intervals (`<key>_ci`) as error bars; the dense and drop baselines as lines."
+    ms = {m: r for m, r in comb["methods"].items() if r.get(key) is not None}
+    fig, ax = plt.subplots(figsize=(max(5, 0.9*len(ms)), 3.5))
+    ax.bar(list(ms), [r[key] for r in ms.values()], yerr=bar_errors(list(ms.values()), key) if ms else None,
+           capsize=3, color=["0.6" if m in ("dense", "drop", "shortgpt") else "C0" for m in ms])
+    _baseline_lines(ax, ms, key); ax.set(ylabel=label); ax.tick_params(axis="x", rotation=30)
     return _save(fig, path)
 
 # %% ../nbs/09_plots.ipynb #7a87c849
@@ -95,17 +110,18 @@ def plot_alpha_vs_similarity(comb, path) -> Path:
     ax.legend(fontsize=8); return _save(fig, path)
 
 # %% ../nbs/09_plots.ipynb #452b55a2
-def plot_categories(comb, path) -> Path:
+def plot_categories(comb, path=None) -> Figure:
     "Accuracy per MMLU category, grouped bars per method."
     det = {m: r["category_accuracy"] for m, r in comb.get("details", {}).items() if r.get("category_accuracy")}
     cats = sorted({c for v in det.values() for c in v}); w = 0.8 / max(len(det), 1)
     fig, ax = plt.subplots(figsize=(8, 3.5))
-    for i, (m, v) in enumerate(det.items()): ax.bar(np.arange(len(cats)) + i*w, [v.get(c, np.nan) for c in cats], w, label=m)
+    for i, (m, v) in enumerate(det.items()):
+        ax.bar(np.arange(len(cats)) + i*w, [v.get(c, np.nan) for c in cats], w, label=m)
     ax.set_xticks(np.arange(len(cats)) + 0.4 - w/2, cats); ax.set(ylabel="accuracy"); ax.legend(fontsize=6, ncol=3)
     return _save(fig, path)
 
 # %% ../nbs/09_plots.ipynb #a5b068da
-def plot_losses(comb, path) -> Path:
+def plot_losses(comb, path=None) -> Figure:
     "Training loss curves of the trained methods."
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for m, r in comb.get("details", {}).items():
@@ -113,24 +129,37 @@ def plot_losses(comb, path) -> Path:
     ax.set(xlabel="step", ylabel="loss"); ax.legend(fontsize=8); return _save(fig, path)
 
 # %% ../nbs/09_plots.ipynb #804e2f18
+RESULT_FIGURES = (("accuracy", plot_accuracy, {}),
+                  ("kl_to_dense", plot_accuracy, dict(key="kl_to_dense", label="KL(dense || model)")),
+                  ("gold_logprob", plot_accuracy, dict(key="mean_gold_logprob", label="mean log p(gold letter)")),
+                  ("alpha_hist", plot_alpha_hist, {}), ("alpha_vs_similarity", plot_alpha_vs_similarity, {}),
+                  ("categories", plot_categories, {}), ("losses", plot_losses, {}))
+
+# %% ../nbs/09_plots.ipynb #91bf901d
 def plot_results(results_dir, out_dir=None) -> list:
-    "Every comparison figure of a results folder, written to `out_dir` (default `results_dir/plots`)."
+    "Every comparison figure of a results folder, written to `out_dir` (default `results_dir/plots`); their paths."
     from mka_alpha.similarity import load_similarity_matrix, plot_similarity
     d = Path(results_dir); comb = load_results(d); o = Path(out_dir or d/"plots")
-    ps = [plot_accuracy(comb, o/"accuracy.png"), plot_accuracy(comb, o/"kl_to_dense.png", "kl_to_dense", "KL(dense || model)"),
-          plot_accuracy(comb, o/"gold_logprob.png", "mean_gold_logprob", "mean log p(gold letter)"),
-          plot_alpha_hist(comb, o/"alpha_hist.png"), plot_alpha_vs_similarity(comb, o/"alpha_vs_similarity.png"),
-          plot_categories(comb, o/"categories.png"), plot_losses(comb, o/"losses.png")]
+    for name, plot, kw in RESULT_FIGURES: plot(comb, o/f"{name}.png", **kw)
+    ps = [o/f"{name}.png" for name, _, _ in RESULT_FIGURES]
     if (d/"similarity_matrix.pkl").exists():
-        plot_similarity(load_similarity_matrix(d/"similarity_matrix.pkl"), o/"similarity_heatmap.png"); ps.append(o/"similarity_heatmap.png")
+        plot_similarity(load_similarity_matrix(d/"similarity_matrix.pkl"), o/"similarity_heatmap.png")
+        ps.append(o/"similarity_heatmap.png")
     return ps
 
 # %% ../nbs/09_plots.ipynb #2eb16fcd
+@dataclass
+class PlotFlags:
+    "`mka-plot`'s flags."
+    results_dir: str = option("experiments", "a finished mka-evaluate --output_dir (a comparison or a sweep)")
+    output_dir: str | None = option(None, "where the figures go (default: RESULTS_DIR/plots)")
+
+def plot_parser() -> CommandParser: return flags_parser("mka-plot", plot_results.__doc__, PlotFlags)
+
+# %% ../nbs/09_plots.ipynb #9b76fc8b
 def plot_main(argv=None):
     "Console entry `mka-plot --results_dir DIR`: the comparison figures of a results folder (paths printed)."
-    p = CommandParser(prog="mka-plot", description=plot_results.__doc__)
-    p.add_argument("--results_dir", default="experiments"); p.add_argument("--output_dir", default=None)
-    a = p.parse_args(argv)
+    p = plot_parser(); a = p.parse_args(argv)
     from mka_alpha.experiments import is_sweep
     with command_errors(p, a.debug):
         if not (Path(a.results_dir)/"results.json").exists(): raise FileNotFoundError(
@@ -138,50 +167,68 @@ def plot_main(argv=None):
         for x in (plot_sweep if is_sweep(a.results_dir) else plot_results)(a.results_dir, a.output_dir): print(x)
 
 # %% ../nbs/09_plots.ipynb #52224445
-def plot_ablation(rows, path) -> Path:
+def _ablation_axis(ax, rows, prefix, key, xlabel):
+    "Accuracy, and KL to dense on a twin axis, of the ablation rows named `prefix...` against their `key`."
+    pts = sorted((r[key], r) for n, r in rows.items() if n.startswith(prefix) and r.get("status") != "failed")
+    if not pts: return
+    x = [p[0] for p in pts]; ax.plot(x, [p[1].get("average_accuracy") for p in pts], "o-", label="accuracy")
+    ax2 = ax.twinx(); ax2.plot(x, [p[1].get("kl_to_dense") for p in pts], "s--", c="C1", label="KL to dense")
+    ax.set(xlabel=xlabel, ylabel="accuracy", xscale="log"); ax2.set_ylabel("KL(dense || model)")
+
+# %% ../nbs/09_plots.ipynb #74c5937e
+def plot_ablation(rows, path=None) -> Figure:
     "Accuracy and KL to dense against training steps and against learning rate (the `learned` ablation)."
     fig, axs = plt.subplots(1, 2, figsize=(10, 3.5))
-    for ax, pre, key, lab in ((axs[0], "steps", "steps", "training steps"), (axs[1], "lr", "lr", "learning rate")):
-        pts = sorted((r[key], r) for n, r in rows.items() if n.startswith(pre) and r.get("status") != "failed")
-        if not pts: continue
-        x = [p[0] for p in pts]; ax.plot(x, [p[1].get("average_accuracy") for p in pts], "o-", label="accuracy")
-        ax2 = ax.twinx(); ax2.plot(x, [p[1].get("kl_to_dense") for p in pts], "s--", c="C1", label="KL to dense")
-        ax.set(xlabel=lab, ylabel="accuracy", xscale="log"); ax2.set_ylabel("KL(dense || model)")
+    _ablation_axis(axs[0], rows, "steps", "steps", "training steps")
+    _ablation_axis(axs[1], rows, "lr", "lr", "learning rate")
     return _save(fig, path)
 
 # %% ../nbs/09_plots.ipynb #1fd119ce
-def curve(rows, method, key="kl", plan=None) -> tuple:
-    "`(x, mean, lo, hi)` of `method`'s rows (of `plan`, or any plan for plan-free ones) sorted by fraction removed."
+def _points(rows, method, key, plan=None) -> dict:
+    "`{fraction removed: [rows]}` of `method` with a `key` value, on `plan` (or plan-free, `-`) or on any plan."
     pts = {}
     for r in rows:
         if r["method"] == method and r.get(key) is not None and (plan is None or r["plan"] in (plan, "-")):
             pts.setdefault(r["fraction_removed"], []).append(r)
-    x = sorted(pts); m = [float(np.mean([r[key] for r in pts[f]])) for f in x]
-    lo = [min(r.get(key + "_lo", r[key]) if r.get(key + "_lo") is not None else r[key] for r in pts[f]) for f in x]
-    hi = [max(r.get(key + "_hi", r[key]) if r.get(key + "_hi") is not None else r[key] for r in pts[f]) for f in x]
+    return pts
+
+# %% ../nbs/09_plots.ipynb #ac0036aa
+def curve(rows, method, key="kl", plan=None) -> tuple:
+    "`(x, mean, lo, hi)` of `method`'s rows (of `plan`, or any plan for plan-free ones) sorted by fraction removed."
+    pts = _points(rows, method, key, plan); x = sorted(pts)
+    bound = lambda r, side: r[key + side] if r.get(key + side) is not None else r[key]
+    m = [float(np.mean([r[key] for r in pts[f]])) for f in x]
+    lo, hi = [min(bound(r, "_lo") for r in pts[f]) for f in x], [max(bound(r, "_hi") for r in pts[f]) for f in x]
     return np.array(x), np.array(m), np.array(lo), np.array(hi)
 
 # %% ../nbs/09_plots.ipynb #9375dcaf
 def _line(ax, rows, method, key, plan, i, label=None):
+    "Draw `method`'s `curve` on `ax`: the mean over seeds as a line, the band from lowest to highest bound."
     x, m, lo, hi = curve(rows, method, key, plan)
     if not len(x): return
     ax.plot(x, m, "o-", c=f"C{i}", label=label or method, ms=3); ax.fill_between(x, lo, hi, color=f"C{i}", alpha=.2)
 
-def plot_curves(sweep, path, plan) -> Path:
+# %% ../nbs/09_plots.ipynb #2cf15fd1
+def _reference_lines(a, b, sweep):
+    "The KL of a uniform guess on the KL axis `a`, the dense model's gold log-prob on `b`, where the sweep has them."
+    if sweep.get("uniform_kl"): a.axhline(sweep["uniform_kl"], ls="--", c="k", lw=1, label="uniform guess")
+    dense = [r["gold_logprob"] for r in sweep["rows"] if r["method"] == "dense" and r.get("gold_logprob") is not None]
+    if dense: b.axhline(dense[0], ls=":", c="k", lw=1, label="dense")
+
+# %% ../nbs/09_plots.ipynb #6b110d6d
+def plot_curves(sweep, path=None, plan=None) -> Figure:
     "KL to dense (log) and gold-letter log-prob against the fraction removed, for `plan`, one line per method."
     rows = sweep["rows"]; fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     for i, m in enumerate(dict.fromkeys(r["method"] for r in rows if r["method"] != "dense")):
         _line(a, rows, m, "kl", plan, i); _line(b, rows, m, "gold_logprob", plan, i)
-    if sweep.get("uniform_kl"): a.axhline(sweep["uniform_kl"], ls="--", c="k", lw=1, label="uniform guess")
-    dense = [r["gold_logprob"] for r in rows if r["method"] == "dense" and r.get("gold_logprob") is not None]
-    if dense: b.axhline(dense[0], ls=":", c="k", lw=1, label="dense")
+    _reference_lines(a, b, sweep)
     a.set(yscale="log", xlabel="fraction of blocks removed", ylabel="KL(dense || model), nats/token",
           title=f"{plan}: KL")
     b.set(xlabel="fraction of blocks removed", ylabel="mean log p(gold letter)", title=f"{plan}: MMLU gold log-prob")
     a.legend(fontsize=7); return _save(fig, path)
 
 # %% ../nbs/09_plots.ipynb #22447cc5
-def plot_plans(sweep, path, method="fixed_05") -> Path:
+def plot_plans(sweep, path=None, method="fixed_05") -> Figure:
     "KL to dense (log) against the fraction removed for one method, one line per plan (plus ShortGPT)."
     rows = sweep["rows"]; fig, ax = plt.subplots(figsize=(6, 4))
     plans = list(dict.fromkeys(r["plan"] for r in rows if r["plan"] != "-"))
@@ -194,9 +241,10 @@ def plot_plans(sweep, path, method="fixed_05") -> Path:
 
 # %% ../nbs/09_plots.ipynb #d8b8c805
 def plot_sweep(results_dir, out_dir=None, methods=("fixed_05", "learned_weight", "drop")) -> list:
-    "Every curve figure of a sweep folder: one per plan, and plan against plan for each of `methods` present."
+    "Every curve figure of a sweep folder, one per plan and plan against plan for each of `methods` present; paths."
     d = Path(results_dir); sw = json.loads((d/"results.json").read_text()); o = Path(out_dir or d/"plots")
     plans = list(dict.fromkeys(r["plan"] for r in sw["rows"] if r["plan"] != "-"))
-    ps = [plot_curves(sw, o/f"curves_{p}.png", p) for p in plans]
-    present = {r["method"] for r in sw["rows"]}
-    return ps + [plot_plans(sw, o/f"plans_{m}.png", m) for m in methods if m in present]
+    for p in plans: plot_curves(sw, o/f"curves_{p}.png", p)
+    present = [m for m in methods if m in {r["method"] for r in sw["rows"]}]
+    for m in present: plot_plans(sw, o/f"plans_{m}.png", m)
+    return [o/f"curves_{p}.png" for p in plans] + [o/f"plans_{m}.png" for m in present]
