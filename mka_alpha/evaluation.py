@@ -22,9 +22,9 @@ from .data import (LETTERS, SUBJECT_CATEGORIES, MMLUQuestion, check_subjects, fo
 # %% auto #0
 __all__ = ['letter_token_ids', 'prefix_text', 'encode_subject', 'score_plain', 'score_batch', 'prefix_kv', 'score_suffixes',
            'cascade_attention', 'score_cascade', 'cascade_unsupported', 'compiled_blocks', 'select_questions',
-           'sdpa_gqa', 'score_mmlu', 'summarize', 'heldout_texts', 'pydoc_texts', 'heldout_sources', 'token_logprobs',
-           'dense_reference', 'heldout_measures', 'save_run', 'evaluate_model', 'eval_parser', 'check_eval_flags',
-           'evaluate_main']
+           'sdpa_gqa', 'context_length', 'check_context', 'score_mmlu', 'summarize', 'heldout_texts', 'pydoc_texts',
+           'heldout_sources', 'token_logprobs', 'dense_reference', 'heldout_measures', 'save_run', 'evaluate_model',
+           'eval_parser', 'check_eval_flags', 'evaluate_main']
 
 # %% ../nbs/07_evaluation.ipynb #64ed1df2
 def _tok_name(tokenizer): return getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
@@ -343,6 +343,23 @@ def _subject_batches(pre, suf, mode, batch_size, token_budget) -> list:
     if mode == "plain": return [[i] for i in range(len(suf))]
     return _suffix_batches([len(x) + (len(pre) if mode == "whole" else 0) for x in suf], batch_size, token_budget)
 
+# %% ../nbs/07_evaluation.ipynb #d7a0e935
+def _run_batches(model, mode, pre, suf, bs, letter_ids, pad=0) -> torch.Tensor:
+    "`(n, 4)` letter log-probs of the rows of the batches `bs` (NaN elsewhere), scored by the subject's `mode`."
+    out = torch.full((len(suf), 4), math.nan)
+    if mode == "plain":
+        idx = [i for b in bs for i in b]
+        if idx: out[idx] = score_plain(model, [pre + suf[i] for i in idx], letter_ids)
+        return out
+    kv = None if mode == "whole" or not bs else prefix_kv(model, pre)
+    run = dict(cascade=score_cascade, prefix=score_suffixes).get(mode)
+    for idx in bs:
+        xs = [suf[i] for i in idx]
+        out[idx] = (run(model, kv, xs, letter_ids, pad) if run
+                    else score_batch(model, [pre + x for x in xs], letter_ids, pad))
+    return out
+
+# %% ../nbs/07_evaluation.ipynb #188cedc4
 def _score_subject(model, tok, s, fewshot, qs, k, letter_ids, batch_size, plain, prefix_reuse, cascade=False,
                    token_budget=None, window=math.inf, enc=None, keep=None):
     "`(log-probs, prefix length, suffixes, mode)` of a subject's questions (of batches `keep` only, if given)."
@@ -350,18 +367,7 @@ def _score_subject(model, tok, s, fewshot, qs, k, letter_ids, batch_size, plain,
     mode = _subject_mode(plain, prefix_reuse, cascade, len(pre) + max(map(len, suf)), window)
     bs = _subject_batches(pre, suf, mode, batch_size, token_budget)
     bs = [b for j, b in enumerate(bs) if keep is None or j in keep]
-    out = torch.full((len(suf), 4), math.nan)  # rows of the batches not kept (another process scores them)
-    if mode == "plain":
-        idx = [i for b in bs for i in b]
-        if idx: out[idx] = score_plain(model, [pre + suf[i] for i in idx], letter_ids)
-        return out, len(pre), suf, mode
-    kv = None if mode == "whole" or not bs else prefix_kv(model, pre)
-    pad, run = tok.pad_token_id or 0, dict(cascade=score_cascade, prefix=score_suffixes).get(mode)
-    for idx in bs:
-        xs = [suf[i] for i in idx]
-        if run: out[idx] = run(model, kv, xs, letter_ids, pad)
-        else: out[idx] = score_batch(model, [pre + x for x in xs], letter_ids, pad)
-    return out, len(pre), suf, mode
+    return _run_batches(model, mode, pre, suf, bs, letter_ids, tok.pad_token_id or 0), len(pre), suf, mode
 
 # %% ../nbs/07_evaluation.ipynb #d88ed868
 @contextmanager
@@ -384,6 +390,34 @@ def _encodings(tok, sel, fewshot, k, pool=None):
         cur, nxt = nxt, (pool.submit(encode_subject, *j) if j else None)
         yield cur.result()
 
+# %% ../nbs/07_evaluation.ipynb #9cb843b7
+def context_length(model):
+    "The most tokens `model` takes: its config's `max_position_embeddings` (or `n_positions`), `None` if it has none."
+    ns = [getattr(model.config, k, None) for k in ("max_position_embeddings", "n_positions")]
+    return next((n for n in ns if isinstance(n, int) and n > 0), None)
+
+# %% ../nbs/07_evaluation.ipynb #ca045c02
+def _prompt_lengths(tok, subject, fewshot, questions, k, n_ctx) -> dict:
+    "`{position: tokens}` of the `questions` whose k-shot prompt may exceed `n_ctx` tokens (more bytes than that)."
+    head, margin = prefix_text(subject, fewshot, k), len(tok("")["input_ids"]) + 1  # special tokens, a leading space
+    texts = {i: head + format_example(q, include_answer=False) for i, q in enumerate(questions)}
+    long = {i: t for i, t in texts.items() if len(t.encode()) + margin > n_ctx}
+    return dict(zip(long, map(len, tok(list(long.values()))["input_ids"]))) if long else {}
+
+# %% ../nbs/07_evaluation.ipynb #69a9db8c
+def check_context(model, tok, sel, fewshot, k):
+    "Raise if a k-shot prompt of the selection `sel` is longer than `model`'s context (`context_length`)."
+    n_ctx = context_length(model)
+    for s, qs in (sel.items() if n_ctx else ()):
+        long = {i: n for i, n in _prompt_lengths(tok, s, fewshot[s], qs, k, n_ctx).items() if n > n_ctx}
+        if not long: continue
+        i = max(long, key=long.get); q = qs[i]
+        raise ValueError(
+            f"MMLU prompt too long for the model: subject {s!r}, question {q.index if q.index >= 0 else i} "
+            f"(qid {q.qid}) is {long[i]} tokens with k={k} few-shot examples, and the model's context is {n_ctx} "
+            f"tokens ({len(long)} of the subject's {len(qs)} selected questions are too long). Use fewer few-shot "
+            "examples (k; mka-eval --ntrain/-k) or a model with a longer context.")
+
 # %% ../nbs/07_evaluation.ipynb #5a0c1e47
 def _fast_options(model, plain, prefix_reuse, cascade="auto", token_budget="auto") -> dict:
     "`score_mmlu`'s options resolved: cascade if asked and `cascade_unsupported` finds nothing, the token budget."
@@ -394,34 +428,66 @@ def _fast_options(model, plain, prefix_reuse, cascade="auto", token_budget="auto
     return dict(cascade=bool(cascade) and prefix_reuse and not plain and not why, token_budget=token_budget,
                 window=_window(model))
 
-# %% ../nbs/07_evaluation.ipynb #966f0f6d
+# %% ../nbs/07_evaluation.ipynb #242cd6d6
+def _padded_tokens(batch, lengths, extra=0) -> int:
+    "Tokens of a right-padded `batch` (index list) of sequences of `lengths`, each `extra` tokens longer."
+    return len(batch) * (extra + max(lengths[i] for i in batch))
+
+def _share(items, costs) -> list:
+    "The `items` this process runs when several share the work, dealt out by `costs` (`distributed.owned`)."
+    return [items[i] for i in owned(costs)]
+
+# %% ../nbs/07_evaluation.ipynb #de543c0c
+def _subject_units(tok, s, qs, fewshot, k, batch_size, plain, prefix_reuse, opts) -> list:
+    "`(subject, batch number, batch, padded tokens)` of each batch subject `s`'s questions `qs` are scored in."
+    pre, suf = encode_subject(tok, s, fewshot, qs, k)
+    mode = _subject_mode(plain, prefix_reuse, opts["cascade"], len(pre) + max(map(len, suf)), opts["window"])
+    extra = 0 if mode in ("cascade", "prefix") else len(pre)
+    bs = _subject_batches(pre, suf, mode, batch_size, opts["token_budget"])
+    return [(s, j, b, _padded_tokens(b, list(map(len, suf)), extra)) for j, b in enumerate(bs)]
+
 def _my_units(tok, sel, fewshot, k, batch_size, plain, prefix_reuse, opts):
     "`{subject: {batch number: rows}}` this process scores when several share the evaluation (None when alone)."
     if dist_env()[1] == 1: return None
-    units = []
-    for s, qs in sel.items():
-        pre, suf = encode_subject(tok, s, fewshot[s], qs, k)
-        mode = _subject_mode(plain, prefix_reuse, opts["cascade"], len(pre) + max(map(len, suf)), opts["window"])
-        extra = 0 if mode in ("cascade", "prefix") else len(pre)
-        units += [(s, j, b, len(b) * (extra + max(len(suf[i]) for i in b)))
-                  for j, b in enumerate(_subject_batches(pre, suf, mode, batch_size, opts["token_budget"]))]
+    units = [u for s, qs in sel.items() for u in _subject_units(tok, s, qs, fewshot[s], k, batch_size, plain,
+                                                                   prefix_reuse, opts)]
     mine = {s: {} for s in sel}
-    for i in owned([c for *_, c in units]): mine[units[i][0]][units[i][1]] = units[i][2]
+    for s, j, b, _ in _share(units, [u[3] for u in units]): mine[s][j] = b
     return mine
 
+# %% ../nbs/07_evaluation.ipynb #34188021
 def _gathered(recs, st):
     "Every process's `(subject number, position, record)` in one-process order, and the summed token counts."
     parts = all_gather((recs, st))
     keys = ("prefix_tokens", "question_tokens", "prompt_tokens")
     return [r for _, _, r in sorted(x for p, _ in parts for x in p)], {k: sum(s[k] for _, s in parts) for k in keys}
 
+# %% ../nbs/07_evaluation.ipynb #7fd8ca42
+def _done(units, s, n) -> list:
+    "The positions of subject `s`'s `n` questions this process scored: all alone, else those of its batches."
+    return list(range(n)) if units is None else sorted(i for b in units[s].values() for i in b)
+
+def _count_tokens(st, P, suf, done):
+    "Add one subject's tokens to `st`: its prefix (once), the suffixes `done`, and the whole prompts they stand for."
+    n = sum(len(suf[i]) for i in done)
+    st["prefix_tokens"] += P if done else 0; st["question_tokens"] += n; st["prompt_tokens"] += P * len(done) + n
+
+# %% ../nbs/07_evaluation.ipynb #b3086605
+def _finish(recs, st, t0, model) -> tuple:
+    "`(records, stats)`: every process's records and token counts gathered, with the wall time and questions per s."
+    recs, tokens = _gathered(recs, st); st |= tokens
+    if model_device(model).type == "cuda": torch.cuda.synchronize()
+    st["seconds"] = time.perf_counter() - t0; st["questions_per_s"] = len(recs) / st["seconds"]
+    return recs, st
+
+# %% ../nbs/07_evaluation.ipynb #edf9fd45
 def score_mmlu(model, tok, splits, k=5, batch_size=16, subjects=None, limit=None, per_subject=None, plain=False,
                prefix_reuse=True, progress=True, cascade="auto", token_budget="auto", compile=False,
                prefetch=True) -> tuple:
     "`(records, stats)`: letter log-probs of the selected evaluation questions, fast path unless `plain`."
     t0, sel = time.perf_counter(), select_questions(splits, subjects, limit, per_subject)
-    letter_ids = letter_token_ids(tok)
-    opts = _fast_options(model, plain, prefix_reuse, cascade, token_budget)
+    check_context(model, tok, sel, splits.fewshot, k)  # before any forward pass
+    letter_ids, opts = letter_token_ids(tok), _fast_options(model, plain, prefix_reuse, cascade, token_budget)
     recs, st, modes = [], dict(prefix_tokens=0, question_tokens=0, prompt_tokens=0), defaultdict(int)
     units = _my_units(tok, sel, splits.fewshot, k, batch_size, plain, prefix_reuse, opts)  # None: one process
     bar = tqdm(total=sum(map(len, sel.values())), desc="MMLU" + (" (plain)" if plain else ""), disable=not progress)
@@ -430,15 +496,10 @@ def score_mmlu(model, tok, splits, k=5, batch_size=16, subjects=None, limit=None
         for si, ((s, qs), enc) in enumerate(zip(sel.items(), encs)):
             lp, P, suf, mode = _score_subject(model, tok, s, splits.fewshot[s], qs, k, letter_ids, batch_size, plain,
                                               prefix_reuse, enc=enc, keep=None if units is None else units[s], **opts)
-            done = range(len(qs)) if units is None else sorted(i for b in units[s].values() for i in b)
-            rs = _records(s, qs, lp)
+            done, rs = _done(units, s, len(qs)), _records(s, qs, lp)
             recs += [(si, i, rs[i]) for i in done]; bar.update(len(qs)); modes[mode] += 1
-            n = sum(len(suf[i]) for i in done)
-            st["prefix_tokens"] += P if done else 0; st["question_tokens"] += n
-            st["prompt_tokens"] += P * len(done) + n
-    recs, tokens = _gathered(recs, st); st |= tokens
-    if model_device(model).type == "cuda": torch.cuda.synchronize()
-    st["seconds"] = time.perf_counter() - t0; st["questions_per_s"] = len(recs) / st["seconds"]
+            _count_tokens(st, P, suf, done)
+    recs, st = _finish(recs, st, t0, model)
     opts = dict(cascade=opts["cascade"], token_budget=opts["token_budget"], compile=compile, prefetch=prefetch)
     return recs, st | dict(options=opts, subjects_by_mode=dict(modes))
 
@@ -516,15 +577,24 @@ def _groups(sources) -> dict: return {s: [i for i, x in enumerate(sources) if x 
 def _encode(tok, texts, max_length) -> list:
     return [tok(t, truncation=True, max_length=max_length)["input_ids"] for t in texts]
 
+# %% ../nbs/07_evaluation.ipynb #94a9ced5
+def _check_text_lengths(model, ids, max_length):
+    "Raise if a held-out text (token lists `ids`, cut at `max_length`) is longer than `model`'s context."
+    n_ctx, n = context_length(model), [len(x) for x in ids]
+    if n_ctx and max(n, default=0) > n_ctx:
+        i = max(range(len(n)), key=n.__getitem__)
+        raise ValueError(f"Held-out text {i} is {n[i]} tokens long (texts are cut at max_length={max_length}), longer "
+                         f"than the model's context of {n_ctx} tokens: pass max_length={n_ctx} or less.")
+
 # %% ../nbs/07_evaluation.ipynb #57d037c3
 def _batches(lengths, token_budget) -> list:
     "Index lists, shortest texts first, each at most `token_budget` tokens once right-padded (a longer text alone)."
     return _suffix_batches(lengths, token_budget=token_budget)  # the one token-budget rule, shared with MMLU
 
 def _my_batches(lengths, token_budget) -> list:
-    "The batches of `_batches` this process runs when several share the work (`distributed.owned`; all of them alone)."
+    "The batches of `_batches` this process runs when several share the work (`_share`; all of them alone)."
     bs = _batches(lengths, token_budget)
-    return [bs[i] for i in owned([len(b) * max(lengths[j] for j in b) for b in bs])]
+    return _share(bs, [_padded_tokens(b, lengths) for b in bs])
 
 # %% ../nbs/07_evaluation.ipynb #e1061d9e
 @torch.no_grad()
@@ -604,6 +674,7 @@ def dense_reference(model, tok, texts, path=None, max_length=512, token_budget=4
     flat, sources = _flat_sources(texts); ids = _encode(tok, flat, max_length)
     if path is not None and Path(path).exists(): return _load_reference(path, ids)
     if model is None: raise ValueError("No dense model given and no cached dense reference found.")
+    _check_text_lengths(model, ids, max_length)
     ref = _build_reference(model, ids, sources, max_length, token_budget, tok.pad_token_id or 0)
     if path is not None and is_main(): atomic_write(path, lambda f: torch.save(ref, f))
     return ref
@@ -666,6 +737,7 @@ def heldout_measures(model, tok, texts, reference=None, max_length=None, token_b
     if reference is not None and not isinstance(reference, dict):
         reference = dense_reference(reference, tok, texts, max_length=max_length or 512, token_budget=token_budget)
     ids, sources = _reference_ids(tok, texts, reference, max_length)
+    _check_text_lengths(model, ids, max_length or (reference or {}).get("max_length", 512))
     if reference: _check_head(model, reference)
     s = _text_sums(model, ids, reference, token_budget, tok.pad_token_id or 0)
     per = [dict(source=src, nll=nll, n_tokens=len(x) - 1) for src, nll, x in zip(sources, s["nll"].tolist(), ids)]

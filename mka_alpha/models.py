@@ -67,10 +67,11 @@ def default_model_dir(refresh=False) -> Path:
 
 # %% ../nbs/00_models.ipynb #ec9d8886
 def tiny_llama_config(num_hidden_layers=6, hidden_size=64, vocab_size=49152, **kwargs) -> LlamaConfig:
-    "Config of a tiny Llama: `num_hidden_layers` blocks of width `hidden_size`."
+    "Config of a tiny Llama: `num_hidden_layers` blocks of width `hidden_size`, SmolLM2's 8,192-token context."
     kw = dict(intermediate_size=2*hidden_size, num_attention_heads=4, num_key_value_heads=2,
-              max_position_embeddings=2048, tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2)
-    return LlamaConfig(num_hidden_layers=num_hidden_layers, hidden_size=hidden_size, vocab_size=vocab_size, **(kw | kwargs))
+              max_position_embeddings=8192, tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2)
+    kw |= dict(num_hidden_layers=num_hidden_layers, hidden_size=hidden_size, vocab_size=vocab_size)
+    return LlamaConfig(**(kw | kwargs))
 
 def tiny_llama(seed=0, **kwargs) -> LlamaForCausalLM:
     "A randomly initialised tiny Llama (deterministic for a given `seed`), float32, in eval mode."
