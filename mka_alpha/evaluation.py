@@ -23,8 +23,8 @@ from .data import (LETTERS, SUBJECT_CATEGORIES, MMLUQuestion, check_subjects, fo
 __all__ = ['letter_token_ids', 'prefix_text', 'encode_subject', 'score_plain', 'score_batch', 'prefix_kv', 'score_suffixes',
            'cascade_attention', 'score_cascade', 'cascade_unsupported', 'compiled_blocks', 'select_questions',
            'sdpa_gqa', 'context_length', 'check_context', 'score_mmlu', 'summarize', 'heldout_texts', 'pydoc_texts',
-           'heldout_sources', 'token_logprobs', 'dense_reference', 'heldout_measures', 'save_run', 'evaluate_model',
-           'eval_parser', 'check_eval_flags', 'evaluate_main']
+           'heldout_sources', 'token_logprobs', 'dense_reference', 'heldout_measures', 'save_run', 'load_placed',
+           'evaluate_model', 'eval_parser', 'check_eval_flags', 'evaluate_main']
 
 # %% ../nbs/07_evaluation.ipynb #64ed1df2
 def _tok_name(tokenizer): return getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
@@ -53,16 +53,17 @@ def _common(a, b): return next((i for i, (x, y) in enumerate(zip(a, b)) if x != 
 
 # %% ../nbs/07_evaluation.ipynb #6cc84479
 def encode_subject(tokenizer, subject, fewshot, questions, k=5):
-    "`(prefix_ids, [suffix_ids])`: `prefix_ids + suffix_ids` is the tokenization of each whole prompt; the prefix is shared."
+    "`(prefix_ids, [suffix_ids])`: `prefix_ids + suffix_ids` tokenizes each whole prompt; the prefix is shared."
     head = prefix_text(subject, fewshot, k)
-    n, full = tokenizer(head)["input_ids"], tokenizer([head + format_example(q, include_answer=False) for q in questions])["input_ids"]
+    n = tokenizer(head)["input_ids"]
+    full = tokenizer([head + format_example(q, include_answer=False) for q in questions])["input_ids"]
     P = min([len(n)] + [min(_common(n, f), len(f) - 1) for f in full])
     return n[:P], [f[P:] for f in full]
 
 # %% ../nbs/07_evaluation.ipynb #4dd61cd1
 @torch.no_grad()
 def score_plain(model, prompts, letter_ids) -> torch.Tensor:
-    "`(n, 4)` letter log-probs, one whole prompt (a list of ids) at a time: the model's own forward, logits at the last token."
+    "`(n, 4)` letter log-probs, one whole prompt (a list of ids) at a time: the model's own forward, last logits."
     dev, out = model_device(model), []
     for ids in prompts:
         logits = model(input_ids=torch.tensor([ids], device=dev), logits_to_keep=1).logits[0, -1].float()
@@ -104,7 +105,6 @@ def score_batch(model, prompts, letter_ids, pad_id=0) -> torch.Tensor:
 # %% ../nbs/07_evaluation.ipynb #5a0c1e01
 from contextlib import nullcontext
 
-# %% ../nbs/07_evaluation.ipynb #c847223e
 def _eager():
     "A context in which compiled modules run eagerly (`torch.compiler.set_stance`, PyTorch >= 2.6)."
     return torch.compiler.set_stance("force_eager") if hasattr(torch.compiler, "set_stance") else nullcontext()
@@ -214,7 +214,6 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from transformers import AttentionInterface
 
-# %% ../nbs/07_evaluation.ipynb #5a0c1e18
 _CASCADE = dict(kv=None, calls=0)  # the prefix that `_cascade_attention` reads, and its calls, in `cascade_attention`
 
 def _check_call(attention_mask, dropout, sliding_window, n, kwargs):
@@ -299,7 +298,7 @@ def compiled_blocks(model, on=True):
 
 # %% ../nbs/07_evaluation.ipynb #f07fb8f8
 def select_questions(splits, subjects=None, limit=None, per_subject=None) -> dict:
-    "`{subject: [questions]}` from `splits.evaluation`: optional subject filter, per-subject cap, total cap (round robin)."
+    "`{subject: [questions]}` from `splits.evaluation`: subject filter, per-subject cap, total cap (round robin)."
     ev = splits.evaluation
     names = list(ev) if subjects is None else [s for s in check_subjects(subjects, tuple(ev))]
     sel = {s: ev[s][:per_subject] for s in names}
@@ -309,7 +308,9 @@ def select_questions(splits, subjects=None, limit=None, per_subject=None) -> dic
         for i, j in order: keep[names[j]] += 1
         sel = {s: sel[s][:keep[s]] for s in names}
     sel = {s: qs for s, qs in sel.items() if qs}
-    if not sel: raise ValueError(f"No MMLU question selected (subjects={subjects!r}, limit={limit}, per_subject={per_subject}).")
+    if not sel:
+        raise ValueError(f"No MMLU question selected (subjects={subjects!r}, limit={limit}, "
+                         f"per_subject={per_subject}).")
     return sel
 
 # %% ../nbs/07_evaluation.ipynb #fb9c4866
@@ -374,7 +375,8 @@ def _score_subject(model, tok, s, fewshot, qs, k, letter_ids, batch_size, plain,
 def sdpa_gqa(model):
     "While scoring a CUDA model that uses SDPA, let SDPA attend grouped key/value heads directly (no copies)."
     key = "TRANSFORMERS_SDPA_FORCE_GQA"
-    on = (model_device(model).type == "cuda" and getattr(model.config, "_attn_implementation", None) == "sdpa" and key not in os.environ)
+    sdpa = getattr(model.config, "_attn_implementation", None) == "sdpa"
+    on = model_device(model).type == "cuda" and sdpa and key not in os.environ
     if on: os.environ[key] = "1"
     try: yield on
     finally:
@@ -515,7 +517,8 @@ def summarize(records) -> dict:
     by_c = defaultdict(list)
     for r in records: by_c[SUBJECT_CATEGORIES.get(r["subject"], "other")].append(r["pred"] == r["gold"])
     return dict(n_questions=len(records), average_accuracy=_mean(r["pred"] == r["gold"] for r in records),
-                macro_accuracy=_mean(subj.values()), subject_accuracy=subj, category_accuracy={c: _mean(v) for c, v in sorted(by_c.items())},
+                macro_accuracy=_mean(subj.values()), subject_accuracy=subj,
+                category_accuracy={c: _mean(v) for c, v in sorted(by_c.items())},
                 mean_gold_logprob=_mean(r["logprobs"][LETTERS.index(r["gold"])] for r in records),
                 accuracy_ci=accuracy_ci(records) if len(records) > 1 else None)
 
@@ -754,6 +757,13 @@ def save_run(out_dir, results, records) -> Path:
     atomic_write(Path(out_dir)/"results.json", json.dumps(results, indent=2))
     return Path(out_dir)
 
+# %% ../nbs/07_evaluation.ipynb #bdf66200
+def load_placed(settings, path=None) -> tuple:
+    "`(model, tokenizer)` of `path` (default: `settings.model_path`), placed as `settings` says (`models.load_model`)."
+    path = settings.model_path if path is None else path
+    return load_model(path, settings.device, settings.dtype, device_map=settings.device_map,
+                      max_memory=settings.max_memory)
+
 # %% ../nbs/07_evaluation.ipynb #c359901e
 def evaluate_model(model, tok, splits, k=5, batch_size=16, subjects=None, limit=None, per_subject=None, dense=None,
                    heldout=True, out_dir=None, progress=True, meta=None, heldout_tokens=0, **score_options) -> dict:
@@ -761,8 +771,9 @@ def evaluate_model(model, tok, splits, k=5, batch_size=16, subjects=None, limit=
     t0 = time.perf_counter()  # `score_options`: `score_mmlu`'s switches (cascade, token_budget, compile, prefetch)
     recs, st = score_mmlu(model, tok, splits, k, batch_size, subjects, limit, per_subject, progress=progress,
                           **score_options)
-    res = summarize(recs) | dict(k=k, n_params=n_params(model), n_layers=getattr(model.config, "num_hidden_layers", None),
-                                 mmlu_seconds=st["seconds"], questions_per_s=st["questions_per_s"], tokens=dict(st))
+    n_layers = getattr(model.config, "num_hidden_layers", None)
+    res = summarize(recs) | dict(k=k, n_params=n_params(model), n_layers=n_layers)
+    res |= dict(mmlu_seconds=st["seconds"], questions_per_s=st["questions_per_s"], tokens=dict(st))
     if heldout:
         res["heldout"] = heldout_measures(model, tok, heldout_sources(splits, tok, subjects, heldout_tokens), dense)
     res["wall_time_s"] = time.perf_counter() - t0; res |= splits.data_info | (meta or {})
