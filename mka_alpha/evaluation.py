@@ -125,14 +125,19 @@ def _expanded_cache(kv, batch) -> DynamicCache:
         layer.keys, layer.values = k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)
     return cache
 
+# %% ../nbs/07_evaluation.ipynb #be183abf
+def _continuation(model, kv, suffixes, pad_id=0) -> tuple:
+    "`(ids, mask, lengths, positions)`: `suffixes` right-padded as one batch, at positions `P..` after the prefix `kv`."
+    P, dev = kv[0][0].shape[-2], model_device(model)
+    ids, mask, lens = _pad(suffixes, pad_id, dev)
+    return ids, mask, lens, torch.arange(P, P + ids.shape[1], device=dev).expand(len(suffixes), -1)
+
 # %% ../nbs/07_evaluation.ipynb #ef7e07dd
 @torch.no_grad()
 def score_suffixes(model, kv, suffixes, letter_ids, pad_id=0) -> torch.Tensor:
     "`(n, 4)` letter log-probs of `suffixes` continuing the cached prefix `kv`, as one right-padded batch."
-    P, dev = kv[0][0].shape[-2], model_device(model)
-    ids, mask, lens = _pad(suffixes, pad_id, dev)
-    mask = torch.cat([torch.ones(len(suffixes), P, dtype=mask.dtype, device=dev), mask], 1)
-    pos = torch.arange(P, P + ids.shape[1], device=dev).expand(len(suffixes), -1)
+    ids, mask, lens, pos = _continuation(model, kv, suffixes, pad_id)
+    mask = torch.cat([mask.new_ones(len(suffixes), kv[0][0].shape[-2]), mask], 1)  # the prefix, then the suffixes
     h = model.get_decoder()(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
                             past_key_values=_expanded_cache(kv, len(suffixes))).last_hidden_state
     return _last_logprobs(model, h, lens, letter_ids)
@@ -262,9 +267,7 @@ def cascade_attention(model, kv):
 @torch.no_grad()
 def score_cascade(model, kv, suffixes, letter_ids, pad_id=0) -> torch.Tensor:
     "`score_suffixes` by cascade attention: the prefix `kv` is attended once per layer, never copied per question."
-    P, dev = kv[0][0].shape[-2], model_device(model)
-    ids, _, lens = _pad(suffixes, pad_id, dev)
-    pos = torch.arange(P, P + ids.shape[1], device=dev).expand(len(suffixes), -1)
+    ids, _, lens, pos = _continuation(model, kv, suffixes, pad_id)
     with cascade_attention(model, kv) as st:
         h = model.get_decoder()(input_ids=ids, position_ids=pos, use_cache=False).last_hidden_state; n = st["calls"]
     if n != len(kv): raise RuntimeError(f"{n} of {len(kv)} attention layers ran the cascade attention: this model's "
