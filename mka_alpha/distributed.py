@@ -25,8 +25,10 @@ def dist_env(backend=None) -> tuple:
     dist.init_process_group(backend)
     return dist.get_rank(), dist.get_world_size()
 
+# %% ../nbs/13_distributed.ipynb #525e7dab
 def is_main() -> bool: return dist_env()[0] == 0
 
+# %% ../nbs/13_distributed.ipynb #92f472a8
 @contextmanager
 def solo():
     "Inside, this process computes alone, as a one-process run (e.g. rank 0 preparing what all will read)."
@@ -42,6 +44,7 @@ def assign(costs, world_size) -> list:
         load, r = heapq.heappop(loads); owner[i] = r; heapq.heappush(loads, (load + costs[i], r))
     return owner
 
+# %% ../nbs/13_distributed.ipynb #ce3e7cdf
 def owned(costs) -> list:
     "Indices of the units this process runs (all of them in a one-process run)."
     rank, world = dist_env()
@@ -54,6 +57,7 @@ def all_sum(t: torch.Tensor) -> torch.Tensor:
     dev = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else t.device
     out = t.to(dev).clone(); dist.all_reduce(out); return out.to(t.device)
 
+# %% ../nbs/13_distributed.ipynb #e3f8ac1b
 def all_gather(obj) -> list:
     "`[obj of process 0, obj of process 1, ...]` on every process."
     if dist_env()[1] == 1: return [obj]

@@ -22,10 +22,10 @@ from .data import (LETTERS, SUBJECT_CATEGORIES, MMLUQuestion, check_subjects, fo
 # %% auto #0
 __all__ = ['letter_token_ids', 'prefix_text', 'encode_subject', 'score_plain', 'score_batch', 'prefix_kv', 'score_suffixes',
            'cascade_attention', 'score_cascade', 'cascade_unsupported', 'compiled_blocks', 'select_questions',
-           'sdpa_gqa', 'score_mmlu', 'summarize', 'heldout_texts', 'pydoc_texts', 'heldout_sources', 'token_logprobs',
-           'dense_reference', 'heldout_measures', 'save_run', 'evaluate_model', 'option', 'like', 'flag_kwargs',
-           'add_flags', 'flags_parser', 'test_flags', 'SharedFlags', 'EvalFlags', 'eval_parser', 'check_eval_flags',
-           'evaluate_main']
+           'sdpa_gqa', 'context_length', 'check_context', 'score_mmlu', 'summarize', 'heldout_texts', 'pydoc_texts',
+           'heldout_sources', 'token_logprobs', 'dense_reference', 'heldout_measures', 'save_run', 'load_placed',
+           'evaluate_model', 'option', 'like', 'flag_kwargs', 'add_flags', 'flags_parser', 'test_flags', 'SharedFlags',
+           'EvalFlags', 'eval_parser', 'check_eval_flags', 'evaluate_main']
 
 # %% ../nbs/07_evaluation.ipynb #64ed1df2
 def _tok_name(tokenizer): return getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
@@ -54,16 +54,17 @@ def _common(a, b): return next((i for i, (x, y) in enumerate(zip(a, b)) if x != 
 
 # %% ../nbs/07_evaluation.ipynb #6cc84479
 def encode_subject(tokenizer, subject, fewshot, questions, k=5):
-    "`(prefix_ids, [suffix_ids])`: `prefix_ids + suffix_ids` is the tokenization of each whole prompt; the prefix is shared."
+    "`(prefix_ids, [suffix_ids])`: `prefix_ids + suffix_ids` tokenizes each whole prompt; the prefix is shared."
     head = prefix_text(subject, fewshot, k)
-    n, full = tokenizer(head)["input_ids"], tokenizer([head + format_example(q, include_answer=False) for q in questions])["input_ids"]
+    n = tokenizer(head)["input_ids"]
+    full = tokenizer([head + format_example(q, include_answer=False) for q in questions])["input_ids"]
     P = min([len(n)] + [min(_common(n, f), len(f) - 1) for f in full])
     return n[:P], [f[P:] for f in full]
 
 # %% ../nbs/07_evaluation.ipynb #4dd61cd1
 @torch.no_grad()
 def score_plain(model, prompts, letter_ids) -> torch.Tensor:
-    "`(n, 4)` letter log-probs, one whole prompt (a list of ids) at a time: the model's own forward, logits at the last token."
+    "`(n, 4)` letter log-probs, one whole prompt (a list of ids) at a time: the model's own forward, last logits."
     dev, out = model_device(model), []
     for ids in prompts:
         logits = model(input_ids=torch.tensor([ids], device=dev), logits_to_keep=1).logits[0, -1].float()
@@ -111,7 +112,6 @@ def score_batch(model, prompts, letter_ids, pad_id=0) -> torch.Tensor:
 # %% ../nbs/07_evaluation.ipynb #5a0c1e01
 from contextlib import nullcontext
 
-# %% ../nbs/07_evaluation.ipynb #c847223e
 def _eager():
     "A context in which compiled modules run eagerly (`torch.compiler.set_stance`, PyTorch >= 2.6)."
     return torch.compiler.set_stance("force_eager") if hasattr(torch.compiler, "set_stance") else nullcontext()
@@ -132,14 +132,19 @@ def _expanded_cache(kv, batch) -> DynamicCache:
         layer.keys, layer.values = k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)
     return cache
 
+# %% ../nbs/07_evaluation.ipynb #be183abf
+def _continuation(model, kv, suffixes, pad_id=0) -> tuple:
+    "`(ids, mask, lengths, positions)`: `suffixes` right-padded as one batch, at positions `P..` after the prefix `kv`."
+    P, dev = kv[0][0].shape[-2], model_device(model)
+    ids, mask, lens = _pad(suffixes, pad_id, dev)
+    return ids, mask, lens, torch.arange(P, P + ids.shape[1], device=dev).expand(len(suffixes), -1)
+
 # %% ../nbs/07_evaluation.ipynb #ef7e07dd
 @torch.no_grad()
 def score_suffixes(model, kv, suffixes, letter_ids, pad_id=0) -> torch.Tensor:
     "`(n, 4)` letter log-probs of `suffixes` continuing the cached prefix `kv`, as one right-padded batch."
-    P, dev = kv[0][0].shape[-2], model_device(model)
-    ids, mask, lens = _pad(suffixes, pad_id, dev)
-    mask = torch.cat([torch.ones(len(suffixes), P, dtype=mask.dtype, device=dev), mask], 1)
-    pos = torch.arange(P, P + ids.shape[1], device=dev).expand(len(suffixes), -1)
+    ids, mask, lens, pos = _continuation(model, kv, suffixes, pad_id)
+    mask = torch.cat([mask.new_ones(len(suffixes), kv[0][0].shape[-2]), mask], 1)  # the prefix, then the suffixes
     h = model.get_decoder()(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
                             past_key_values=_expanded_cache(kv, len(suffixes))).last_hidden_state
     return _last_logprobs(model, h, lens, letter_ids)
@@ -221,7 +226,6 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from transformers import AttentionInterface
 
-# %% ../nbs/07_evaluation.ipynb #5a0c1e18
 _CASCADE = dict(kv=None, calls=0)  # the prefix that `_cascade_attention` reads, and its calls, in `cascade_attention`
 
 def _check_call(attention_mask, dropout, sliding_window, n, kwargs):
@@ -270,9 +274,7 @@ def cascade_attention(model, kv):
 @torch.no_grad()
 def score_cascade(model, kv, suffixes, letter_ids, pad_id=0) -> torch.Tensor:
     "`score_suffixes` by cascade attention: the prefix `kv` is attended once per layer, never copied per question."
-    P, dev = kv[0][0].shape[-2], model_device(model)
-    ids, _, lens = _pad(suffixes, pad_id, dev)
-    pos = torch.arange(P, P + ids.shape[1], device=dev).expand(len(suffixes), -1)
+    ids, _, lens, pos = _continuation(model, kv, suffixes, pad_id)
     with cascade_attention(model, kv) as st:
         h = model.get_decoder()(input_ids=ids, position_ids=pos, use_cache=False).last_hidden_state; n = st["calls"]
     if n != len(kv): raise RuntimeError(f"{n} of {len(kv)} attention layers ran the cascade attention: this model's "
@@ -310,7 +312,7 @@ def compiled_blocks(model, on=True):
 
 # %% ../nbs/07_evaluation.ipynb #f07fb8f8
 def select_questions(splits, subjects=None, limit=None, per_subject=None) -> dict:
-    "`{subject: [questions]}` from `splits.evaluation`: optional subject filter, per-subject cap, total cap (round robin)."
+    "`{subject: [questions]}` from `splits.evaluation`: subject filter, per-subject cap, total cap (round robin)."
     ev = splits.evaluation
     names = list(ev) if subjects is None else [s for s in check_subjects(subjects, tuple(ev))]
     sel = {s: ev[s][:per_subject] for s in names}
@@ -320,7 +322,9 @@ def select_questions(splits, subjects=None, limit=None, per_subject=None) -> dic
         for i, j in order: keep[names[j]] += 1
         sel = {s: sel[s][:keep[s]] for s in names}
     sel = {s: qs for s, qs in sel.items() if qs}
-    if not sel: raise ValueError(f"No MMLU question selected (subjects={subjects!r}, limit={limit}, per_subject={per_subject}).")
+    if not sel:
+        raise ValueError(f"No MMLU question selected (subjects={subjects!r}, limit={limit}, "
+                         f"per_subject={per_subject}).")
     return sel
 
 # %% ../nbs/07_evaluation.ipynb #fb9c4866
@@ -354,6 +358,22 @@ def _subject_batches(pre, suf, mode, batch_size, token_budget) -> list:
     if mode == "plain": return [[i] for i in range(len(suf))]
     return _suffix_batches([len(x) + (len(pre) if mode == "whole" else 0) for x in suf], batch_size, token_budget)
 
+# %% ../nbs/07_evaluation.ipynb #a424846b
+def _run_batches(model, mode, pre, suf, bs, letter_ids, pad=0) -> torch.Tensor:
+    "`(n, 4)` letter log-probs of the rows of the batches `bs` (NaN elsewhere), scored by the subject's `mode`."
+    out = torch.full((len(suf), 4), math.nan)
+    if mode == "plain":
+        idx = [i for b in bs for i in b]
+        if idx: out[idx] = score_plain(model, [pre + suf[i] for i in idx], letter_ids)
+        return out
+    kv = None if mode == "whole" or not bs else prefix_kv(model, pre)
+    run = dict(cascade=score_cascade, prefix=score_suffixes).get(mode)
+    parts = [run(model, kv, [suf[i] for i in idx], letter_ids, pad) if run
+             else score_batch(model, [pre + suf[i] for i in idx], letter_ids, pad) for idx in bs]
+    if parts: out[[i for b in bs for i in b]] = torch.cat(parts).cpu()  # the subject's one wait for the GPU
+    return out
+
+# %% ../nbs/07_evaluation.ipynb #34246cbc
 def _score_subject(model, tok, s, fewshot, qs, k, letter_ids, batch_size, plain, prefix_reuse, cascade=False,
                    token_budget=None, window=math.inf, enc=None, keep=None):
     "`(log-probs, prefix length, suffixes, mode)` of a subject's questions (of batches `keep` only, if given)."
@@ -361,24 +381,15 @@ def _score_subject(model, tok, s, fewshot, qs, k, letter_ids, batch_size, plain,
     mode = _subject_mode(plain, prefix_reuse, cascade, len(pre) + max(map(len, suf)), window)
     bs = _subject_batches(pre, suf, mode, batch_size, token_budget)
     bs = [b for j, b in enumerate(bs) if keep is None or j in keep]
-    out = torch.full((len(suf), 4), math.nan)  # rows of the batches not kept (another process scores them)
-    if mode == "plain":
-        idx = [i for b in bs for i in b]
-        if idx: out[idx] = score_plain(model, [pre + suf[i] for i in idx], letter_ids)
-        return out, len(pre), suf, mode
-    kv = None if mode == "whole" or not bs else prefix_kv(model, pre)
-    pad, run = tok.pad_token_id or 0, dict(cascade=score_cascade, prefix=score_suffixes).get(mode)
-    parts = [run(model, kv, [suf[i] for i in idx], letter_ids, pad) if run else
-             score_batch(model, [pre + suf[i] for i in idx], letter_ids, pad) for idx in bs]
-    if parts: out[[i for b in bs for i in b]] = torch.cat(parts).cpu()  # the subject's one wait for the GPU
-    return out, len(pre), suf, mode
+    return _run_batches(model, mode, pre, suf, bs, letter_ids, tok.pad_token_id or 0), len(pre), suf, mode
 
 # %% ../nbs/07_evaluation.ipynb #d88ed868
 @contextmanager
 def sdpa_gqa(model):
     "While scoring a CUDA model that uses SDPA, let SDPA attend grouped key/value heads directly (no copies)."
     key = "TRANSFORMERS_SDPA_FORCE_GQA"
-    on = (model_device(model).type == "cuda" and getattr(model.config, "_attn_implementation", None) == "sdpa" and key not in os.environ)
+    sdpa = getattr(model.config, "_attn_implementation", None) == "sdpa"
+    on = model_device(model).type == "cuda" and sdpa and key not in os.environ
     if on: os.environ[key] = "1"
     try: yield on
     finally:
@@ -394,6 +405,34 @@ def _encodings(tok, sel, fewshot, k, pool=None):
         cur, nxt = nxt, (pool.submit(encode_subject, *j) if j else None)
         yield cur.result()
 
+# %% ../nbs/07_evaluation.ipynb #6d09ecba
+def context_length(model):
+    "The most tokens `model` takes: its config's `max_position_embeddings` (or `n_positions`), `None` if it has none."
+    ns = [getattr(model.config, k, None) for k in ("max_position_embeddings", "n_positions")]
+    return next((n for n in ns if isinstance(n, int) and n > 0), None)
+
+# %% ../nbs/07_evaluation.ipynb #378fd46c
+def _prompt_lengths(tok, subject, fewshot, questions, k, n_ctx) -> dict:
+    "`{position: tokens}` of the `questions` whose k-shot prompt may exceed `n_ctx` tokens (more bytes than that)."
+    head, margin = prefix_text(subject, fewshot, k), len(tok("")["input_ids"]) + 1  # special tokens, a leading space
+    texts = {i: head + format_example(q, include_answer=False) for i, q in enumerate(questions)}
+    long = {i: t for i, t in texts.items() if len(t.encode()) + margin > n_ctx}
+    return dict(zip(long, map(len, tok(list(long.values()))["input_ids"]))) if long else {}
+
+# %% ../nbs/07_evaluation.ipynb #9ff04d96
+def check_context(model, tok, sel, fewshot, k):
+    "Raise if a k-shot prompt of the selection `sel` is longer than `model`'s context (`context_length`)."
+    n_ctx = context_length(model)
+    for s, qs in (sel.items() if n_ctx else ()):
+        long = {i: n for i, n in _prompt_lengths(tok, s, fewshot[s], qs, k, n_ctx).items() if n > n_ctx}
+        if not long: continue
+        i = max(long, key=long.get); q = qs[i]
+        raise ValueError(
+            f"MMLU prompt too long for the model: subject {s!r}, question {q.index if q.index >= 0 else i} "
+            f"(qid {q.qid}) is {long[i]} tokens with k={k} few-shot examples, and the model's context is {n_ctx} "
+            f"tokens ({len(long)} of the subject's {len(qs)} selected questions are too long). Use fewer few-shot "
+            "examples (k; mka-eval --ntrain/-k) or a model with a longer context.")
+
 # %% ../nbs/07_evaluation.ipynb #5a0c1e47
 def _fast_options(model, plain, prefix_reuse, cascade="auto", token_budget="auto") -> dict:
     "`score_mmlu`'s options resolved: cascade if asked and `cascade_unsupported` finds nothing, the token budget."
@@ -404,34 +443,66 @@ def _fast_options(model, plain, prefix_reuse, cascade="auto", token_budget="auto
     return dict(cascade=bool(cascade) and prefix_reuse and not plain and not why, token_budget=token_budget,
                 window=_window(model))
 
-# %% ../nbs/07_evaluation.ipynb #966f0f6d
+# %% ../nbs/07_evaluation.ipynb #d88fe780
+def _padded_tokens(batch, lengths, extra=0) -> int:
+    "Tokens of a right-padded `batch` (index list) of sequences of `lengths`, each `extra` tokens longer."
+    return len(batch) * (extra + max(lengths[i] for i in batch))
+
+def _share(items, costs) -> list:
+    "The `items` this process runs when several share the work, dealt out by `costs` (`distributed.owned`)."
+    return [items[i] for i in owned(costs)]
+
+# %% ../nbs/07_evaluation.ipynb #27616e69
+def _subject_units(tok, s, qs, fewshot, k, batch_size, plain, prefix_reuse, opts) -> list:
+    "`(subject, batch number, batch, padded tokens)` of each batch subject `s`'s questions `qs` are scored in."
+    pre, suf = encode_subject(tok, s, fewshot, qs, k)
+    mode = _subject_mode(plain, prefix_reuse, opts["cascade"], len(pre) + max(map(len, suf)), opts["window"])
+    extra = 0 if mode in ("cascade", "prefix") else len(pre)
+    bs = _subject_batches(pre, suf, mode, batch_size, opts["token_budget"])
+    return [(s, j, b, _padded_tokens(b, list(map(len, suf)), extra)) for j, b in enumerate(bs)]
+
 def _my_units(tok, sel, fewshot, k, batch_size, plain, prefix_reuse, opts):
     "`{subject: {batch number: rows}}` this process scores when several share the evaluation (None when alone)."
     if dist_env()[1] == 1: return None
-    units = []
-    for s, qs in sel.items():
-        pre, suf = encode_subject(tok, s, fewshot[s], qs, k)
-        mode = _subject_mode(plain, prefix_reuse, opts["cascade"], len(pre) + max(map(len, suf)), opts["window"])
-        extra = 0 if mode in ("cascade", "prefix") else len(pre)
-        units += [(s, j, b, len(b) * (extra + max(len(suf[i]) for i in b)))
-                  for j, b in enumerate(_subject_batches(pre, suf, mode, batch_size, opts["token_budget"]))]
+    units = [u for s, qs in sel.items() for u in _subject_units(tok, s, qs, fewshot[s], k, batch_size, plain,
+                                                                   prefix_reuse, opts)]
     mine = {s: {} for s in sel}
-    for i in owned([c for *_, c in units]): mine[units[i][0]][units[i][1]] = units[i][2]
+    for s, j, b, _ in _share(units, [u[3] for u in units]): mine[s][j] = b
     return mine
 
+# %% ../nbs/07_evaluation.ipynb #de3ab456
 def _gathered(recs, st):
     "Every process's `(subject number, position, record)` in one-process order, and the summed token counts."
     parts = all_gather((recs, st))
     keys = ("prefix_tokens", "question_tokens", "prompt_tokens")
     return [r for _, _, r in sorted(x for p, _ in parts for x in p)], {k: sum(s[k] for _, s in parts) for k in keys}
 
+# %% ../nbs/07_evaluation.ipynb #94bd07d3
+def _done(units, s, n) -> list:
+    "The positions of subject `s`'s `n` questions this process scored: all alone, else those of its batches."
+    return list(range(n)) if units is None else sorted(i for b in units[s].values() for i in b)
+
+def _count_tokens(st, P, suf, done):
+    "Add one subject's tokens to `st`: its prefix (once), the suffixes `done`, and the whole prompts they stand for."
+    n = sum(len(suf[i]) for i in done)
+    st["prefix_tokens"] += P if done else 0; st["question_tokens"] += n; st["prompt_tokens"] += P * len(done) + n
+
+# %% ../nbs/07_evaluation.ipynb #fdc1a4ed
+def _finish(recs, st, t0, model) -> tuple:
+    "`(records, stats)`: every process's records and token counts gathered, with the wall time and questions per s."
+    recs, tokens = _gathered(recs, st); st |= tokens
+    if model_device(model).type == "cuda": torch.cuda.synchronize()
+    st["seconds"] = time.perf_counter() - t0; st["questions_per_s"] = len(recs) / st["seconds"]
+    return recs, st
+
+# %% ../nbs/07_evaluation.ipynb #a88aaaf2
 def score_mmlu(model, tok, splits, k=5, batch_size=16, subjects=None, limit=None, per_subject=None, plain=False,
                prefix_reuse=True, progress=True, cascade="auto", token_budget="auto", compile=False,
                prefetch=True) -> tuple:
     "`(records, stats)`: letter log-probs of the selected evaluation questions, fast path unless `plain`."
     t0, sel = time.perf_counter(), select_questions(splits, subjects, limit, per_subject)
-    letter_ids = letter_token_ids(tok)
-    opts = _fast_options(model, plain, prefix_reuse, cascade, token_budget)
+    check_context(model, tok, sel, splits.fewshot, k)  # before any forward pass
+    letter_ids, opts = letter_token_ids(tok), _fast_options(model, plain, prefix_reuse, cascade, token_budget)
     recs, st, modes = [], dict(prefix_tokens=0, question_tokens=0, prompt_tokens=0), defaultdict(int)
     units = _my_units(tok, sel, splits.fewshot, k, batch_size, plain, prefix_reuse, opts)  # None: one process
     bar = tqdm(total=sum(map(len, sel.values())), desc="MMLU" + (" (plain)" if plain else ""), disable=not progress)
@@ -440,15 +511,10 @@ def score_mmlu(model, tok, splits, k=5, batch_size=16, subjects=None, limit=None
         for si, ((s, qs), enc) in enumerate(zip(sel.items(), encs)):
             lp, P, suf, mode = _score_subject(model, tok, s, splits.fewshot[s], qs, k, letter_ids, batch_size, plain,
                                               prefix_reuse, enc=enc, keep=None if units is None else units[s], **opts)
-            done = range(len(qs)) if units is None else sorted(i for b in units[s].values() for i in b)
-            rs = _records(s, qs, lp)
+            done, rs = _done(units, s, len(qs)), _records(s, qs, lp)
             recs += [(si, i, rs[i]) for i in done]; bar.update(len(qs)); modes[mode] += 1
-            n = sum(len(suf[i]) for i in done)
-            st["prefix_tokens"] += P if done else 0; st["question_tokens"] += n
-            st["prompt_tokens"] += P * len(done) + n
-    recs, tokens = _gathered(recs, st); st |= tokens
-    if model_device(model).type == "cuda": torch.cuda.synchronize()
-    st["seconds"] = time.perf_counter() - t0; st["questions_per_s"] = len(recs) / st["seconds"]
+            _count_tokens(st, P, suf, done)
+    recs, st = _finish(recs, st, t0, model)
     opts = dict(cascade=opts["cascade"], token_budget=opts["token_budget"], compile=compile, prefetch=prefetch)
     return recs, st | dict(options=opts, subjects_by_mode=dict(modes))
 
@@ -464,7 +530,8 @@ def summarize(records) -> dict:
     by_c = defaultdict(list)
     for r in records: by_c[SUBJECT_CATEGORIES.get(r["subject"], "other")].append(r["pred"] == r["gold"])
     return dict(n_questions=len(records), average_accuracy=_mean(r["pred"] == r["gold"] for r in records),
-                macro_accuracy=_mean(subj.values()), subject_accuracy=subj, category_accuracy={c: _mean(v) for c, v in sorted(by_c.items())},
+                macro_accuracy=_mean(subj.values()), subject_accuracy=subj,
+                category_accuracy={c: _mean(v) for c, v in sorted(by_c.items())},
                 mean_gold_logprob=_mean(r["logprobs"][LETTERS.index(r["gold"])] for r in records),
                 accuracy_ci=accuracy_ci(records) if len(records) > 1 else None)
 
@@ -526,15 +593,24 @@ def _groups(sources) -> dict: return {s: [i for i, x in enumerate(sources) if x 
 def _encode(tok, texts, max_length) -> list:
     return [tok(t, truncation=True, max_length=max_length)["input_ids"] for t in texts]
 
+# %% ../nbs/07_evaluation.ipynb #8025a91f
+def _check_text_lengths(model, ids, max_length):
+    "Raise if a held-out text (token lists `ids`, cut at `max_length`) is longer than `model`'s context."
+    n_ctx, n = context_length(model), [len(x) for x in ids]
+    if n_ctx and max(n, default=0) > n_ctx:
+        i = max(range(len(n)), key=n.__getitem__)
+        raise ValueError(f"Held-out text {i} is {n[i]} tokens long (texts are cut at max_length={max_length}), longer "
+                         f"than the model's context of {n_ctx} tokens: pass max_length={n_ctx} or less.")
+
 # %% ../nbs/07_evaluation.ipynb #57d037c3
 def _batches(lengths, token_budget) -> list:
     "Index lists, shortest texts first, each at most `token_budget` tokens once right-padded (a longer text alone)."
     return _suffix_batches(lengths, token_budget=token_budget)  # the one token-budget rule, shared with MMLU
 
 def _my_batches(lengths, token_budget) -> list:
-    "The batches of `_batches` this process runs when several share the work (`distributed.owned`; all of them alone)."
+    "The batches of `_batches` this process runs when several share the work (`_share`; all of them alone)."
     bs = _batches(lengths, token_budget)
-    return [bs[i] for i in owned([len(b) * max(lengths[j] for j in b) for b in bs])]
+    return _share(bs, [_padded_tokens(b, lengths) for b in bs])
 
 # %% ../nbs/07_evaluation.ipynb #e1061d9e
 @torch.no_grad()
@@ -614,6 +690,7 @@ def dense_reference(model, tok, texts, path=None, max_length=512, token_budget=4
     flat, sources = _flat_sources(texts); ids = _encode(tok, flat, max_length)
     if path is not None and Path(path).exists(): return _load_reference(path, ids)
     if model is None: raise ValueError("No dense model given and no cached dense reference found.")
+    _check_text_lengths(model, ids, max_length)
     ref = _build_reference(model, ids, sources, max_length, token_budget, tok.pad_token_id or 0)
     if path is not None and is_main(): atomic_write(path, lambda f: torch.save(ref, f))
     return ref
@@ -676,6 +753,7 @@ def heldout_measures(model, tok, texts, reference=None, max_length=None, token_b
     if reference is not None and not isinstance(reference, dict):
         reference = dense_reference(reference, tok, texts, max_length=max_length or 512, token_budget=token_budget)
     ids, sources = _reference_ids(tok, texts, reference, max_length)
+    _check_text_lengths(model, ids, max_length or (reference or {}).get("max_length", 512))
     if reference: _check_head(model, reference)
     s = _text_sums(model, ids, reference, token_budget, tok.pad_token_id or 0)
     per = [dict(source=src, nll=nll, n_tokens=len(x) - 1) for src, nll, x in zip(sources, s["nll"].tolist(), ids)]
@@ -692,6 +770,13 @@ def save_run(out_dir, results, records) -> Path:
     atomic_write(Path(out_dir)/"results.json", json.dumps(results, indent=2))
     return Path(out_dir)
 
+# %% ../nbs/07_evaluation.ipynb #bdf66200
+def load_placed(settings, path=None) -> tuple:
+    "`(model, tokenizer)` of `path` (default: `settings.model_path`), placed as `settings` says (`models.load_model`)."
+    path = settings.model_path if path is None else path
+    return load_model(path, settings.device, settings.dtype, device_map=settings.device_map,
+                      max_memory=settings.max_memory)
+
 # %% ../nbs/07_evaluation.ipynb #c359901e
 def evaluate_model(model, tok, splits, k=5, batch_size=16, subjects=None, limit=None, per_subject=None, dense=None,
                    heldout=True, out_dir=None, progress=True, meta=None, heldout_tokens=0, **score_options) -> dict:
@@ -699,8 +784,9 @@ def evaluate_model(model, tok, splits, k=5, batch_size=16, subjects=None, limit=
     t0 = time.perf_counter()  # `score_options`: `score_mmlu`'s switches (cascade, token_budget, compile, prefetch)
     recs, st = score_mmlu(model, tok, splits, k, batch_size, subjects, limit, per_subject, progress=progress,
                           **score_options)
-    res = summarize(recs) | dict(k=k, n_params=n_params(model), n_layers=getattr(model.config, "num_hidden_layers", None),
-                                 mmlu_seconds=st["seconds"], questions_per_s=st["questions_per_s"], tokens=dict(st))
+    n_layers = getattr(model.config, "num_hidden_layers", None)
+    res = summarize(recs) | dict(k=k, n_params=n_params(model), n_layers=n_layers)
+    res |= dict(mmlu_seconds=st["seconds"], questions_per_s=st["questions_per_s"], tokens=dict(st))
     if heldout:
         res["heldout"] = heldout_measures(model, tok, heldout_sources(splits, tok, subjects, heldout_tokens), dense)
     res["wall_time_s"] = time.perf_counter() - t0; res |= splits.data_info | (meta or {})

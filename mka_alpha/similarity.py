@@ -20,7 +20,7 @@ from .utils import atomic_write, model_device
 # %% auto #0
 __all__ = ['pool_hidden', 'block_states', 'token_cosine_sums', 'Activations', 'extract_activations', 'check_samples',
            'diffusion_kernel', 'diffusion_map', 'kl_entropy', 'ksg_mi', 'npib_min_samples', 'npib', 'linear_cka',
-           'layer_states', 'similarity_matrix', 'check_similarity', 'block_influence', 'save_similarity_matrix',
+           'layer_states', 'check_similarity', 'similarity_matrix', 'block_influence', 'save_similarity_matrix',
            'load_similarity_matrix', 'plot_similarity', 'model_similarity']
 
 # %% ../nbs/02_similarity.ipynb #3e7f865b
@@ -35,10 +35,12 @@ def pool_hidden(h, mask, pooling="mean"):
 
 # %% ../nbs/02_similarity.ipynb #27f2c0b7
 def block_states(model, input_ids, attention_mask) -> list:
-    "The `L + 1` residual states `[input of block 0, output of block 0, ..., output of block L-1]` from ONE forward of the base model (no LM head)."
+    """The `L + 1` residual states `[input of block 0, output of block 0, ..., output of block L-1]` from ONE forward
+    of the base model (no LM head)."""
     caught = {}
     hook = model.model.norm.register_forward_pre_hook(lambda mod, args: caught.setdefault("last", args[0]))
-    try: out = model.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, use_cache=False)
+    try: out = model.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True,
+                           use_cache=False)
     finally: hook.remove()
     return list(out.hidden_states[:-1]) + [caught["last"]]
 
@@ -46,12 +48,14 @@ def block_states(model, input_ids, attention_mask) -> list:
 def token_cosine_sums(hs, mask) -> torch.Tensor:
     "Per block `l`: sum over real tokens of `cos(hs[l], hs[l+1])` (float64, shape `(L,)`)."
     m = mask.bool()
-    return torch.stack([F.cosine_similarity(a.float(), b.float(), dim=-1)[m].double().sum() for a, b in zip(hs[:-1], hs[1:])])
+    cos = lambda a, b: F.cosine_similarity(a.float(), b.float(), dim=-1)[m].double().sum()
+    return torch.stack([cos(a, b) for a, b in zip(hs[:-1], hs[1:])])
 
 # %% ../nbs/02_similarity.ipynb #82c8ce0e
 @dataclass
 class Activations:
-    "Pooled residual states `pooled` `(L+1, N, d)` (index 0: input of block 0; `l+1`: output of block `l`) and Block Influence `(L,)`."
+    """Pooled residual states `pooled` `(L+1, N, d)` (index 0: input of block 0; `l+1`: output of block `l`) and Block
+    Influence `(L,)`."""
     pooled: torch.Tensor
     block_influence: torch.Tensor
     n_tokens: int
@@ -84,8 +88,11 @@ def check_samples(X, minimum, what="the estimator") -> np.ndarray:
     X = np.asarray(X, dtype=np.float64)
     if X.ndim == 1: X = X[:, None]
     if X.ndim != 2: raise ValueError(f"Expected a (samples, features) array, got shape {X.shape}.")
-    if not np.isfinite(X).all(): raise ValueError(f"Activations contain NaN or inf ({(~np.isfinite(X)).sum()} values): check the model's dtype/overflow.")
-    if len(X) < minimum: raise ValueError(f"{what} needs at least {minimum} samples, got {len(X)}: use more calibration samples.")
+    if not np.isfinite(X).all():
+        raise ValueError(f"Activations contain NaN or inf ({(~np.isfinite(X)).sum()} values): check the model's "
+                         "dtype/overflow.")
+    if len(X) < minimum:
+        raise ValueError(f"{what} needs at least {minimum} samples, got {len(X)}: use more calibration samples.")
     return X
 
 # %% ../nbs/02_similarity.ipynb #af91683e
@@ -100,7 +107,8 @@ def diffusion_kernel(X, alpha=0.5) -> np.ndarray:
 
 # %% ../nbs/02_similarity.ipynb #cfe53fbb
 def diffusion_map(X, n_components=4, t=1, alpha=0.5) -> np.ndarray:
-    "Diffusion-map coordinates `(N, n_components)`: non-trivial eigenvectors of the Markov matrix scaled by `eigenvalue**t`."
+    """Diffusion-map coordinates `(N, n_components)`: non-trivial eigenvectors of the Markov matrix scaled by
+    `eigenvalue**t`."""
     X = check_samples(X, n_components + 2, f"A diffusion map with {n_components} components")
     K = diffusion_kernel(X, alpha); s = 1 / np.sqrt(K.sum(1))
     w, v = np.linalg.eigh(K * np.outer(s, s))
@@ -135,12 +143,12 @@ def ksg_mi(x, y, k=3) -> float:
 
 # %% ../nbs/02_similarity.ipynb #fce83e0d
 def npib_min_samples(k=3, n_components=4) -> int:
-    "Fewest samples the NPIB pipeline accepts: KSG needs `k + 2`, the diffusion map `n_components + 2`; we ask for `2 (k + 1)` at least."
+    "Fewest samples NPIB accepts: KSG needs `k + 2`, the diffusion map `n_components + 2`; we ask `2 (k + 1)` too."
     return max(2 * (k + 1), n_components + 2)
 
 # %% ../nbs/02_similarity.ipynb #89ab68c9
 def npib(el, em, k=3) -> float:
-    "NPIB similarity `I(E_l;E_m) / sqrt(H(E_l) H(E_m))` with KSG `I` and `H(E) = I_KSG(E;E) = psi(N) - psi(k)`: in [0, 1]."
+    "NPIB similarity `I(E_l;E_m) / sqrt(H(E_l) H(E_m))`, KSG `I`, `H(E) = I_KSG(E;E) = psi(N) - psi(k)`: in [0, 1]."
     n = len(check_samples(el, npib_min_samples(k, 0), "NPIB"))
     return float(np.clip(ksg_mi(el, em, k) / (digamma(n) - digamma(k)), 0., 1.))
 
@@ -158,38 +166,42 @@ def _cka_matrix(Xs) -> np.ndarray:
     "Linear CKA of every pair of `(N, d)` matrices in `Xs`, through their normalised centred Gram matrices."
     G = np.stack([(x - x.mean(0)) @ (x - x.mean(0)).T for x in Xs]).reshape(len(Xs), -1)
     nrm = np.linalg.norm(G, axis=1)
-    if (nrm == 0).any(): raise ValueError(f"CKA of constant activations is undefined (layers {np.flatnonzero(nrm == 0).tolist()}).")
+    if (nrm == 0).any():
+        raise ValueError(f"CKA of constant activations is undefined (layers {np.flatnonzero(nrm == 0).tolist()}).")
     S = np.clip((G / nrm[:, None]) @ (G / nrm[:, None]).T, 0., 1.); np.fill_diagonal(S, 1.)
     return S
 
 # %% ../nbs/02_similarity.ipynb #dfdb56be
 def layer_states(acts, on="output") -> np.ndarray:
-    "`(L, N, d)` per-layer sample vectors: block outputs (`'output'`), block updates (`'update'`), or an array as given."
+    "`(L, N, d)` per-layer sample vectors: block outputs (`'output'`), updates (`'update'`), or an array as given."
     if not isinstance(acts, Activations): return np.asarray(acts, dtype=np.float64)
     if on not in ("output", "update"): raise ValueError(f"on must be 'output' or 'update', not {on!r}.")
     return (acts.outputs if on == "output" else acts.updates).double().numpy()
+
+# %% ../nbs/02_similarity.ipynb #8f9dc9ad
+def check_similarity(S) -> np.ndarray:
+    "Validate a similarity matrix: square, finite, symmetric, within [0, 1], ones on the diagonal."
+    S = np.asarray(S, dtype=np.float64)
+    if S.ndim != 2 or S.shape[0] != S.shape[1]:
+        raise ValueError(f"A similarity matrix must be square, got shape {S.shape}.")
+    if not np.isfinite(S).all(): raise ValueError("The similarity matrix has NaN or inf entries.")
+    if not (np.allclose(S, S.T) and (S >= 0).all() and (S <= 1).all() and np.allclose(np.diag(S), 1)):
+        raise ValueError("A similarity matrix must be symmetric, within [0, 1], with ones on the diagonal.")
+    return S
 
 # %% ../nbs/02_similarity.ipynb #611b32c4
 def similarity_matrix(acts, measure="npib", on="output", k=3, n_components=4, t=1, alpha=0.5) -> np.ndarray:
     "Symmetric `(L, L)` layer similarity in [0, 1], 1 on the diagonal: `'npib'` (MKA) or `'cka'`."
     X = layer_states(acts, on)
-    if measure == "npib": E = [diffusion_map(check_samples(x, npib_min_samples(k, n_components), f"NPIB (layer {i})"), n_components, t, alpha) for i, x in enumerate(X)]
+    n_min = npib_min_samples(k, n_components)
+    if measure == "npib": E = [diffusion_map(check_samples(x, n_min, f"NPIB (layer {i})"), n_components, t, alpha)
+                               for i, x in enumerate(X)]
     elif measure == "cka": E = [check_samples(x, 3, f"CKA (layer {i})") for i, x in enumerate(X)]
     else: raise ValueError(f"measure must be 'npib' or 'cka', not {measure!r}.")
     if measure == "cka": return _cka_matrix(E)
     S = np.eye(len(E))
     for i in range(len(E)):
         for j in range(i + 1, len(E)): S[i, j] = S[j, i] = npib(E[i], E[j], k)
-    return S
-
-# %% ../nbs/02_similarity.ipynb #8f9dc9ad
-def check_similarity(S) -> np.ndarray:
-    "Validate a similarity matrix: square, finite, symmetric, within [0, 1], ones on the diagonal."
-    S = np.asarray(S, dtype=np.float64)
-    if S.ndim != 2 or S.shape[0] != S.shape[1]: raise ValueError(f"A similarity matrix must be square, got shape {S.shape}.")
-    if not np.isfinite(S).all(): raise ValueError("The similarity matrix has NaN or inf entries.")
-    if not (np.allclose(S, S.T) and (S >= 0).all() and (S <= 1).all() and np.allclose(np.diag(S), 1)):
-        raise ValueError("A similarity matrix must be symmetric, within [0, 1], with ones on the diagonal.")
     return S
 
 # %% ../nbs/02_similarity.ipynb #b3b04f91
@@ -205,12 +217,14 @@ def save_similarity_matrix(S, path="similarity_matrix.pkl") -> Path:
 
 # %% ../nbs/02_similarity.ipynb #f853979f
 def _unpickle(path):
+    "The object pickled at `path`, or a ValueError saying the file is not a readable pickle."
     try:
         with open(path, "rb") as f: return pickle.load(f)
     except Exception as e:  # a truncated, foreign or corrupt file: any unpickling error
         raise ValueError(f"{path} is not a readable similarity matrix pickle ({type(e).__name__}: {e}): give the "
                          "right file, or delete it to have the matrix computed again.") from None
 
+# %% ../nbs/02_similarity.ipynb #fe046103
 def load_similarity_matrix(path="similarity_matrix.pkl", num_layers=None) -> np.ndarray:
     "Load a similarity matrix pickle: numpy array, torch tensor, nested list, or a dict holding one (validated)."
     path = Path(path)
@@ -231,7 +245,8 @@ def load_similarity_matrix(path="similarity_matrix.pkl", num_layers=None) -> np.
 
 # %% ../nbs/02_similarity.ipynb #87b82c87
 def plot_similarity(S, path=None, title="Layer similarity", cmap="viridis"):
-    "Heatmap of `S` (matplotlib, no global pyplot state); written atomically to `path` (PNG) when given. Returns the figure."
+    """Heatmap of `S` (matplotlib, no global pyplot state); written atomically to `path` (PNG) when given. Returns the
+    figure."""
     from matplotlib.figure import Figure
     S = check_similarity(S); fig = Figure(figsize=(6, 5), dpi=110); ax = fig.add_subplot()
     im = ax.imshow(S, vmin=0, vmax=1, cmap=cmap, origin="upper")
@@ -242,7 +257,8 @@ def plot_similarity(S, path=None, title="Layer similarity", cmap="viridis"):
 # %% ../nbs/02_similarity.ipynb #ac2a45ac
 def model_similarity(model, tokenizer, questions, num_samples=128, batch_size=8, max_length=256, seed=0,
                      pooling="mean", **kwargs):
-    "`(S, activations)`: extract pooled activations of `num_samples` calibration questions and compute `similarity_matrix`."
+    """`(S, activations)`: extract pooled activations of `num_samples` calibration questions and compute
+    `similarity_matrix`."""
     dl = prepare_calibration_dataloader(tokenizer, questions, num_samples, batch_size, max_length, seed)
     acts = extract_activations(model, dl, pooling)
     return similarity_matrix(acts, **kwargs), acts

@@ -21,21 +21,24 @@ def _strata(values, groups) -> list:
     "Per-group arrays of `values`; groups of one element are pooled together."
     values = np.asarray(values, dtype=float)
     if groups is None: return [values]
-    if len(groups) != len(values): raise ValueError(f"{len(values)} values but {len(groups)} group labels: give one label per value.")
+    if len(groups) != len(values):
+        raise ValueError(f"{len(values)} values but {len(groups)} group labels: give one label per value.")
     by = defaultdict(list)
     for v, g in zip(values, groups): by[g].append(v)
-    big = [list(v) for v in by.values() if len(v) > 1]
-    small = [v[0] for v in by.values() if len(v) == 1]
+    big, small = [list(v) for v in by.values() if len(v) > 1], [v[0] for v in by.values() if len(v) == 1]
     if len(small) == 1 and big: big[-1] += small; small = []  # a lone singleton joins a stratum
     return [np.asarray(v) for v in big + ([small] if small else [])]
 
 # %% ../nbs/11_stats.ipynb #85505c86
+def _no_spread(s) -> bool: return all(np.ptp(x) == 0 for x in s) and len({float(x[0]) for x in s}) == 1
+
+# %% ../nbs/11_stats.ipynb #6fc95ec0
 def mean_ci(values, groups=None, level=LEVEL, n_resamples=N_RESAMPLES, seed=0) -> tuple:
     "Percentile-bootstrap interval of the mean of `values`, resampling within each of `groups` (stratified) if given."
     s = _strata(values, groups)
     n = sum(len(x) for x in s)
     if n < 2: raise ValueError(f"A bootstrap interval needs at least 2 values, got {n}.")
-    if all(np.ptp(x) == 0 for x in s) and len({float(x[0]) for x in s}) == 1: return (float(s[0][0]),) * 2  # no spread at all
+    if _no_spread(s): return (float(s[0][0]),) * 2  # no spread at all
     stat = lambda *xs, axis=-1: sum(x.sum(axis=axis) for x in xs) / n
     r = sst.bootstrap(s, stat, paired=False, vectorized=True, n_resamples=n_resamples, method="percentile",
                       confidence_level=level, rng=np.random.default_rng(seed))
@@ -44,15 +47,17 @@ def mean_ci(values, groups=None, level=LEVEL, n_resamples=N_RESAMPLES, seed=0) -
 # %% ../nbs/11_stats.ipynb #aafab3a7
 def _correct(r) -> float: return float(r["pred"] == r["gold"])
 
+# %% ../nbs/11_stats.ipynb #7f310f15
 def accuracy_ci(records, level=LEVEL, n_resamples=N_RESAMPLES, seed=0) -> list:
     "`[low, high]` bootstrap interval of the micro accuracy of per-question `records`, stratified by subject."
     return list(mean_ci([_correct(r) for r in records], [r["subject"] for r in records], level, n_resamples, seed))
 
 # %% ../nbs/11_stats.ipynb #0c6d555f
 def mcnemar_exact(a_correct, b_correct) -> dict:
-    "McNemar's exact test on paired right/wrong vectors: `b` (only A right), `c` (only B right) and the two-sided p-value."
+    "McNemar's exact test on paired right/wrong vectors: `b` (only A right), `c` (only B right), two-sided p-value."
     a, b = np.asarray(a_correct, dtype=bool), np.asarray(b_correct, dtype=bool)
-    if a.shape != b.shape: raise ValueError(f"Paired vectors differ in length ({len(a)} vs {len(b)}): compare the same questions.")
+    if a.shape != b.shape:
+        raise ValueError(f"Paired vectors differ in length ({len(a)} vs {len(b)}): compare the same questions.")
     only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
     p = sst.binomtest(only_a, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
     return dict(b=only_a, c=only_b, pvalue=float(p))
@@ -62,6 +67,7 @@ def _key(r): return (r["subject"], r["index"], r.get("qid"))  # older records ha
 
 def _gold_logprob(r): return r["logprobs"]["ABCD".index(r["gold"])]
 
+# %% ../nbs/11_stats.ipynb #5edffb71
 def pair_records(a, b) -> tuple:
     "`a` and `b` restricted to the questions both scored, in the same order."
     kb = {_key(r): r for r in b}
@@ -72,30 +78,35 @@ def pair_records(a, b) -> tuple:
 
 # %% ../nbs/11_stats.ipynb #39511ceb
 def compare_records(a, b, level=LEVEL, n_resamples=N_RESAMPLES, seed=0) -> dict:
-    "Paired comparison of runs `a` and `b` (per-question records): accuracy difference a - b with interval and McNemar p; same for the gold-letter log-prob."
+    "Paired comparison of runs `a` and `b` (per-question records): accuracy and gold log-prob differences a - b."
     a, b = pair_records(a, b)
     ca, cb, g = np.array([_correct(r) for r in a]), np.array([_correct(r) for r in b]), [r["subject"] for r in a]
     la, lb = np.array([_gold_logprob(r) for r in a]), np.array([_gold_logprob(r) for r in b])
     d, dl = ca - cb, la - lb
     ci, lci = mean_ci(d, g, level, n_resamples, seed), mean_ci(dl, g, level, n_resamples, seed)
     return dict(n=len(a), accuracy_diff=float(d.mean()), accuracy_diff_ci=list(ci), mcnemar=mcnemar_exact(ca, cb),
-                accuracy_within_noise=bool(ci[0] <= 0 <= ci[1]), gold_logprob_diff=float(dl.mean()), gold_logprob_diff_ci=list(lci),
-                gold_logprob_within_noise=bool(lci[0] <= 0 <= lci[1]))
+                accuracy_within_noise=bool(ci[0] <= 0 <= ci[1]), gold_logprob_diff=float(dl.mean()),
+                gold_logprob_diff_ci=list(lci), gold_logprob_within_noise=bool(lci[0] <= 0 <= lci[1]))
 
 # %% ../nbs/11_stats.ipynb #3dae7df7
 def _per_text(h, key):
+    "`(values of key, token counts)` of a run's held-out sequences (`h['per_text']`)."
     pt = (h or {}).get("per_text")
-    if not pt: raise ValueError("These held-out measures have no per-sequence entries (`per_text`): re-run the evaluation with this version.")
+    if not pt: raise ValueError("These held-out measures have no per-sequence entries (`per_text`): "
+                                "re-run the evaluation with this version.")
     return np.array([t[key] for t in pt], dtype=float), np.array([t["n_tokens"] for t in pt], dtype=float)
 
+# %% ../nbs/11_stats.ipynb #d5c1c403
 def ratio_ci(num, den, level=LEVEL, n_resamples=N_RESAMPLES, seed=0) -> tuple:
     "Bootstrap interval of Σnum / Σden, resampling the (num, den) pairs."
     num, den = np.asarray(num, float), np.asarray(den, float)
     if np.ptp(num / den) == 0: return (float(num.sum() / den.sum()),) * 2
-    r = sst.bootstrap((num, den), lambda x, y, axis=-1: x.sum(axis=axis) / y.sum(axis=axis), paired=True, vectorized=True,
-                      n_resamples=n_resamples, method="percentile", confidence_level=level, rng=np.random.default_rng(seed))
+    stat = lambda x, y, axis=-1: x.sum(axis=axis) / y.sum(axis=axis)
+    r = sst.bootstrap((num, den), stat, paired=True, vectorized=True, n_resamples=n_resamples, method="percentile",
+                      confidence_level=level, rng=np.random.default_rng(seed))
     return float(r.confidence_interval.low), float(r.confidence_interval.high)
 
+# %% ../nbs/11_stats.ipynb #4d25d1b2
 def heldout_ci(h, key="kl", **kw) -> list:
     "Interval of a run's token-weighted held-out `key` (`kl` or `nll`) over its sequences."
     return list(ratio_ci(*_per_text(h, key), **kw))
@@ -104,22 +115,28 @@ def heldout_ci(h, key="kl", **kw) -> list:
 def compare_heldout(ha, hb, key="kl", level=LEVEL, n_resamples=N_RESAMPLES, seed=0) -> dict:
     "Paired difference of held-out `key` (a - b, token-weighted) over the same sequences, with its interval."
     (xa, na), (xb, nb) = _per_text(ha, key), _per_text(hb, key)
-    if len(na) != len(nb) or (na != nb).any(): raise ValueError("The two runs were scored on different held-out sequences: compare runs of one configuration.")
+    if len(na) != len(nb) or (na != nb).any():
+        raise ValueError("The two runs were scored on different held-out sequences: compare runs of one configuration.")
     ci = ratio_ci(xa - xb, na, level, n_resamples, seed)
-    return {f"{key}_diff": float((xa - xb).sum() / na.sum()), f"{key}_diff_ci": list(ci), f"{key}_within_noise": bool(ci[0] <= 0 <= ci[1])}
+    return {f"{key}_diff": float((xa - xb).sum() / na.sum()), f"{key}_diff_ci": list(ci),
+            f"{key}_within_noise": bool(ci[0] <= 0 <= ci[1])}
 
 # %% ../nbs/11_stats.ipynb #9fca7eed
 def _spread(xs) -> dict:
+    "n, mean, standard deviation (n-1), min and max of the numbers among `xs` (None skipped)."
     xs = np.asarray([x for x in xs if x is not None], dtype=float)
     if not len(xs): return dict(n=0)
-    return dict(n=len(xs), mean=float(xs.mean()), std=float(xs.std(ddof=1)) if len(xs) > 1 else 0.0, min=float(xs.min()), max=float(xs.max()))
+    std = float(xs.std(ddof=1)) if len(xs) > 1 else 0.0
+    return dict(n=len(xs), mean=float(xs.mean()), std=std, min=float(xs.min()), max=float(xs.max()))
 
+# %% ../nbs/11_stats.ipynb #576bd42f
 def seed_spread(results, keys=("average_accuracy", "mean_gold_logprob", "kl_to_dense", "perplexity")) -> dict:
     "Mean, std and range over seeds of the headline measures and the learned alphas of per-seed `results` (dicts)."
     out = {k: _spread(r.get(k) for r in results) for k in keys}
     al = [r.get("alphas") for r in results if r.get("alphas")]
     if al:
-        if len({len(a) for a in al}) != 1: raise ValueError("The seeds' runs merged different numbers of pairs: were they run with one plan?")
+        if len({len(a) for a in al}) != 1:
+            raise ValueError("The seeds' runs merged different numbers of pairs: were they run with one plan?")
         out["alphas"] = [_spread(col) for col in zip(*al)]
     out["seeds"] = [r.get("seed") for r in results]
     return out
@@ -131,6 +148,7 @@ def fmt_ci(v, ci, scale=1.0, digits=2, sign=False) -> str:
     f = f"{{:{'+' if sign else ''}.{digits}f}}"
     return f"{f.format(scale * v)} [{f.format(scale * ci[0])}, {f.format(scale * ci[1])}]"
 
+# %% ../nbs/11_stats.ipynb #08e774c2
 def fmt_diff(v, ci, p=None, scale=100.0, digits=2) -> str:
     "A difference with its interval, McNemar p if given, and 'within noise' when the interval covers zero."
     if v is None: return "-"
