@@ -179,11 +179,12 @@ def compress(method, model, tok, plan: MergePlan, S, bi, splits, cfg: RunConfig,
 
 # %% ../nbs/08_experiments.ipynb #8a236aa3
 def method_template() -> Path:
-    "The parameterised method notebook papermill executes (in the repository's `nbs/`)."
-    import mka_alpha
-    p = Path(mka_alpha.__file__).resolve().parent.parent/"nbs"/"run_method.ipynb"
-    if not p.exists(): raise FileNotFoundError(f"{p} not found: method runs need the repository checkout (pip install -e .).")
-    return p
+    "The method notebook papermill executes: the copy in the installed package, else the checkout's `nbs/`."
+    from importlib.resources import files
+    pkg = Path(str(files("mka_alpha"))).resolve()
+    for p in (pkg/"run_method.ipynb", pkg.parent/"nbs"/"run_method.ipynb"):  # `pip install .` or wheel; editable
+        if p.exists(): return p
+    raise FileNotFoundError(f"run_method.ipynb is neither in {pkg} nor in {pkg.parent/'nbs'}: reinstall mka_alpha.")
 
 # %% ../nbs/08_experiments.ipynb #cbc60c9b
 def absolute_paths(cfg: RunConfig) -> RunConfig:
