@@ -1,6 +1,7 @@
 from packaging.version import parse as parse_version
 from configparser import ConfigParser
-import setuptools, shlex
+import os, setuptools, shlex
+from setuptools.command.build_py import build_py
 assert parse_version(setuptools.__version__)>=parse_version('36.2')
 
 # note: all settings are in settings.ini; edit there, not here
@@ -27,6 +28,13 @@ min_python = cfg['min_python']
 lic = licenses.get(cfg['license'].lower(), (cfg['license'], None))
 dev_requirements = shlex.split(cfg.get('dev_requirements', ''))
 
+class build_py_nbs(build_py):
+    "Also copy the notebooks named in `package_nbs` from `nbs_path` into the built package (papermill runs them)."
+    def run(self):
+        super().run()
+        for nb in cfg.get('package_nbs', '').split():
+            self.copy_file(os.path.join(cfg['nbs_path'], nb), os.path.join(self.build_lib, cfg['lib_name'], nb))
+
 setuptools.setup(
     name = cfg['lib_name'],
     license = lic[0],
@@ -45,6 +53,7 @@ setuptools.setup(
     long_description = open('README.md', encoding='utf-8').read(),
     long_description_content_type = 'text/markdown',
     zip_safe = False,
+    cmdclass = {'build_py': build_py_nbs},
     entry_points = {
         'console_scripts': cfg.get('console_scripts','').split(),
         'nbdev': [f'{cfg.get("lib_path")}={cfg.get("lib_path")}._modidx:d']

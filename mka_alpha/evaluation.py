@@ -899,8 +899,6 @@ def check_eval_flags(a):
     select_questions(splits, a.subjects, a.eval_limit, a.per_subject); return splits
 
 # %% ../nbs/07_evaluation.ipynb #0a0cab85
-def _load(a, path): return load_model(path, a.device, a.dtype, device_map=a.device_map, max_memory=a.max_memory)
-
 def _score_options(a) -> dict:
     "`score_mmlu`'s switches from `mka-eval`'s flags."
     budget = "auto" if a.token_budget is None else (a.token_budget or None)
@@ -909,7 +907,7 @@ def _score_options(a) -> dict:
 def _dense(a, tok, splits):
     if not (a.dense_model or a.dense_cache) or a.no_heldout: return None
     cached = a.dense_cache and Path(a.dense_cache).exists()
-    dm = _load(a, a.dense_model)[0] if a.dense_model and not cached else None
+    dm = load_placed(a, a.dense_model)[0] if a.dense_model and not cached else None
     return dense_reference(dm, tok, heldout_sources(splits, tok, a.subjects, a.heldout_tokens), a.dense_cache)
 
 def _lm_eval(model, tok, a) -> dict:
@@ -941,7 +939,7 @@ def evaluate_main(argv=None):
     p = eval_parser(); a = p.parse_args(argv)
     with command_errors(p, a.debug):
         splits = check_eval_flags(a); dist_env()  # join the process group under torchrun / accelerate launch
-        model, tok = _load(a, a.model_path)
+        model, tok = load_placed(a, a.model_path)
         meta = dict(model_path=str(a.model_path), device=str(model_device(model)),
                     dtype=str(next(model.parameters()).dtype), args=vars(a))
         r = evaluate_model(model, tok, splits, a.ntrain, a.batch_size, a.subjects, a.eval_limit, a.per_subject,

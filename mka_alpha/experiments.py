@@ -19,7 +19,7 @@ from .plans import (MergePlan, PLANS, build_plan, check_plan_name, shortgpt, rem
 from .training import (DEFAULT_LR, DEFAULT_STEPS, ALPHA_INIT_STRATEGIES, replace_layers_with_mergeable,
                                 train_alpha_parameters)
 from .fusion import fuse_plan, drop_layers, fuse_mergeable_layers, collect_mlp_alphas, save_fused
-from .evaluation import (evaluate_model, dense_reference, heldout_sources, heldout_measures, option, like,
+from .evaluation import (evaluate_model, dense_reference, heldout_sources, heldout_measures, load_placed, option, like,
                                   SharedFlags)
 from .utils import atomic_write, fmt_value, text_table, at_least
 from fastcore.basics import patch
@@ -92,9 +92,8 @@ class RunConfig(TrainFlags, CompressFlags, SharedFlags):
 # %% ../nbs/08_experiments.ipynb #e0d02ba3
 @patch
 def load(self: RunConfig) -> tuple:
-    "`(model, tokenizer)` of this config: `models.load_model` with its device, dtype and placement."
-    return load_model(self.model_path, device=self.device, dtype=self.dtype, device_map=self.device_map,
-                      max_memory=self.max_memory)
+    "`(model, tokenizer)` of this config: `models.load_model` with its device, dtype and placement (`load_placed`)."
+    return load_placed(self)
 
 # %% ../nbs/08_experiments.ipynb #7be15ad6
 @patch
@@ -219,12 +218,12 @@ def compress(method, model, tok, plan: MergePlan, S, bi, splits, cfg: RunConfig,
 
 # %% ../nbs/08_experiments.ipynb #8a236aa3
 def method_template() -> Path:
-    "The parameterised method notebook papermill executes (in the repository's `nbs/`)."
-    import mka_alpha
-    p = Path(mka_alpha.__file__).resolve().parent.parent/"nbs"/"run_method.ipynb"
-    if not p.exists(): raise FileNotFoundError(
-        f"{p} not found: method runs need the repository checkout (pip install -e .).")
-    return p
+    "The method notebook papermill executes: the copy in the installed package, else the checkout's `nbs/`."
+    from importlib.resources import files
+    pkg = Path(str(files("mka_alpha"))).resolve()
+    for p in (pkg/"run_method.ipynb", pkg.parent/"nbs"/"run_method.ipynb"):  # `pip install .` or wheel; editable
+        if p.exists(): return p
+    raise FileNotFoundError(f"run_method.ipynb is neither in {pkg} nor in {pkg.parent/'nbs'}: reinstall mka_alpha.")
 
 # %% ../nbs/08_experiments.ipynb #cbc60c9b
 def absolute_paths(cfg: RunConfig) -> RunConfig:
@@ -296,20 +295,25 @@ def _extra(r) -> dict:
                 as_trained_kl=(c.get("as_trained") or {}).get("kl_to_dense"),
                 distance_from_drop=c.get("distance_from_drop"))
 
+# %% ../nbs/08_experiments.ipynb #5a8c4ee1
+def _combined(st, r, ci) -> dict:
+    "One run's record in the combined results: status, headline measures, intervals, alphas, plan, data identity."
+    h = r.get("heldout") or {}
+    row = dict(status=st["status"], method=st["method"], seed=st.get("seed", r.get("seed")))
+    row |= {k: r.get(k) for k in _KEYS} | dict(average_accuracy_ci=ci)
+    row |= {k: h.get(k) for k in ("kl_to_dense", "kl_to_dense_ci", "perplexity", "perplexity_ci")}
+    row |= dict(alphas=_alphas(r)) | _extra(r) | dict(protocol=r.get("protocol"), data_checksum=r.get("data_checksum"))
+    return row | ({"error": st["error"]} if "error" in st else {})
+
 def combine_results(output_dir, statuses) -> dict:
     "Combine every run's `results.json` with its status into one record per run: headline measures with 95% intervals."
     out = {}
     for st in statuses:
         name = st.get("run", st["method"]); p = Path(output_dir)/name/"results.json"
         r = json.loads(p.read_text()) if p.exists() and st["status"] != "failed" else {}
-        h = r.get("heldout") or {}
         ci = r.get("accuracy_ci")
         if r and ci is None: ci = accuracy_ci(run_records(p.parent))  # results written before intervals existed
-        out[name] = dict(status=st["status"], method=st["method"], seed=st.get("seed", r.get("seed")), **{k: r.get(k) for k in _KEYS},
-                         average_accuracy_ci=ci, kl_to_dense=h.get("kl_to_dense"), kl_to_dense_ci=h.get("kl_to_dense_ci"),
-                         perplexity=h.get("perplexity"), perplexity_ci=h.get("perplexity_ci"), alphas=_alphas(r), **_extra(r),
-                         protocol=r.get("protocol"), data_checksum=r.get("data_checksum"),
-                         **({"error": st["error"]} if "error" in st else {}))
+        out[name] = _combined(st, r, ci)
     return out
 
 # %% ../nbs/08_experiments.ipynb #0634ad48

@@ -106,7 +106,8 @@ def plot_alpha_vs_similarity(comb, path) -> Path:
         if s is None: continue
         r = np.corrcoef(s, a)[0, 1] if len(a) > 1 and np.std(s) > 0 and np.std(a) > 0 else float("nan")
         ax.scatter(s, a, label=f"{m} (r={r:.2f})")
-    ax.plot([0, 1], [0, 1], c="0.7", lw=1); ax.set(xlabel="similarity S_lm", ylabel="learned alpha", xlim=(0, 1), ylim=(0, 1))
+    ax.plot([0, 1], [0, 1], c="0.7", lw=1)
+    ax.set(xlabel="similarity S_lm", ylabel="learned alpha", xlim=(0, 1), ylim=(0, 1))
     ax.legend(fontsize=8); return _save(fig, path)
 
 # %% ../nbs/09_plots.ipynb #452b55a2

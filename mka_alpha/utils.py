@@ -46,6 +46,11 @@ def at_least(lo: int):
         return v
     f.__name__ = f"integer >= {lo}"; return f
 
+# %% ../nbs/00_utils.ipynb #8f88cd7a
+def _umask() -> int:
+    "The process's file-creation mask (read by setting it and back)."
+    m = os.umask(0); os.umask(m); return m
+
 # %% ../nbs/00_utils.ipynb #600116f8
 def atomic_write(path, data) -> Path:
     "Write `data` (str, bytes, or a function of a binary file) to `path` through a temporary file and `os.replace`."
@@ -61,9 +66,6 @@ def atomic_write(path, data) -> Path:
         if os.path.exists(tmp): os.remove(tmp)
         raise
     return path
-
-def _umask():
-    m = os.umask(0); os.umask(m); return m
 
 # %% ../nbs/00_utils.ipynb #5b63d3e1
 @contextmanager
@@ -105,6 +107,7 @@ def fmt_value(v, pct=False) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)): return "-"
     return f"{100*v:.2f}" if pct else (f"{v:.4f}" if isinstance(v, float) else str(v))
 
+# %% ../nbs/00_utils.ipynb #c3a5a773
 def text_table(header, rows) -> str:
     "Left-aligned columns two spaces apart, a dashed rule under the header."
     w = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
