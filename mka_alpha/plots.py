@@ -12,19 +12,20 @@ import matplotlib.pyplot as plt
 from .plans import mean_alpha
 from dataclasses import dataclass
 from matplotlib.figure import Figure
-from .utils import CommandParser, command_errors
+from .utils import CommandParser, command_errors, atomic_write
 from .evaluation import option, flags_parser
 
 # %% auto #0
-__all__ = ['RESULT_FIGURES', 'training_figure', 'plot_training', 'load_results', 'bar_errors', 'plot_accuracy', 'learned_alphas',
-           'plot_alpha_hist', 'plot_alpha_vs_similarity', 'plot_categories', 'plot_losses', 'plot_results', 'PlotFlags',
-           'plot_parser', 'plot_main', 'plot_ablation', 'curve', 'plot_curves', 'plot_plans', 'plot_sweep']
+__all__ = ['RESULT_FIGURES', 'save_figure', 'training_figure', 'plot_training', 'load_results', 'bar_errors', 'plot_accuracy',
+           'learned_alphas', 'plot_alpha_hist', 'plot_alpha_vs_similarity', 'plot_categories', 'plot_losses',
+           'plot_results', 'PlotFlags', 'plot_parser', 'plot_main', 'plot_ablation', 'curve', 'plot_curves',
+           'plot_plans', 'plot_sweep']
 
 # %% ../nbs/09_plots.ipynb #93524905
-def _save(fig, path=None) -> Figure:
-    "Lay out `fig`, write it to `path` (a PNG, folders made) where given, and return it (closed to pyplot)."
+def save_figure(fig, path=None) -> Figure:
+    "Lay out `fig`, write it atomically to `path` (a PNG, folders made) where given, and return it (closed to pyplot)."
     fig.tight_layout()
-    if path is not None: Path(path).parent.mkdir(parents=True, exist_ok=True); fig.savefig(path, dpi=120)
+    if path is not None: atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
     plt.close(fig); return fig
 
 # %% ../nbs/09_plots.ipynb #87751d09
@@ -38,7 +39,7 @@ def training_figure(hist, pairs=(), path=None, title="") -> Figure:
         b.plot(al[:, j], label=str(tuple(pairs[j])) if j < len(pairs) else str(j))
     b.set(xlabel="step", ylabel="alpha", title="alpha per pair", ylim=(0, 1))
     if len(pairs): b.legend(fontsize=6, ncol=2)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 # %% ../nbs/09_plots.ipynb #a802f944
 def plot_training(hist, pairs=(), path="training.png", title="") -> Path:
@@ -78,7 +79,7 @@ def plot_accuracy(comb, path=None, key="average_accuracy", label="MMLU accuracy"
     ax.bar(list(ms), [r[key] for r in ms.values()], yerr=bar_errors(list(ms.values()), key) if ms else None,
            capsize=3, color=["0.6" if m in ("dense", "drop", "shortgpt") else "C0" for m in ms])
     _baseline_lines(ax, ms, key); ax.set(ylabel=label); ax.tick_params(axis="x", rotation=30)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 # %% ../nbs/09_plots.ipynb #7a87c849
 from .fusion import saved_alphas
@@ -97,7 +98,7 @@ def plot_alpha_hist(comb, path) -> Path:
     "Histogram of the fused alphas of each trained method."
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for m, (_, a, _) in learned_alphas(comb).items(): ax.hist(a, bins=np.linspace(0, 1, 21), alpha=0.6, label=m)
-    ax.set(xlabel="fused alpha", ylabel="pairs"); ax.legend(fontsize=8); return _save(fig, path)
+    ax.set(xlabel="fused alpha", ylabel="pairs"); ax.legend(fontsize=8); return save_figure(fig, path)
 
 def plot_alpha_vs_similarity(comb, path) -> Path:
     "Learned alpha against S_lm per pair, with Pearson's r in the legend."
@@ -108,7 +109,7 @@ def plot_alpha_vs_similarity(comb, path) -> Path:
         ax.scatter(s, a, label=f"{m} (r={r:.2f})")
     ax.plot([0, 1], [0, 1], c="0.7", lw=1)
     ax.set(xlabel="similarity S_lm", ylabel="learned alpha", xlim=(0, 1), ylim=(0, 1))
-    ax.legend(fontsize=8); return _save(fig, path)
+    ax.legend(fontsize=8); return save_figure(fig, path)
 
 # %% ../nbs/09_plots.ipynb #452b55a2
 def plot_categories(comb, path=None) -> Figure:
@@ -119,7 +120,7 @@ def plot_categories(comb, path=None) -> Figure:
     for i, (m, v) in enumerate(det.items()):
         ax.bar(np.arange(len(cats)) + i*w, [v.get(c, np.nan) for c in cats], w, label=m)
     ax.set_xticks(np.arange(len(cats)) + 0.4 - w/2, cats); ax.set(ylabel="accuracy"); ax.legend(fontsize=6, ncol=3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 # %% ../nbs/09_plots.ipynb #a5b068da
 def plot_losses(comb, path=None) -> Figure:
@@ -127,7 +128,7 @@ def plot_losses(comb, path=None) -> Figure:
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for m, r in comb.get("details", {}).items():
         if r.get("history"): ax.plot(r["history"]["loss"], label=m)
-    ax.set(xlabel="step", ylabel="loss"); ax.legend(fontsize=8); return _save(fig, path)
+    ax.set(xlabel="step", ylabel="loss"); ax.legend(fontsize=8); return save_figure(fig, path)
 
 # %% ../nbs/09_plots.ipynb #804e2f18
 RESULT_FIGURES = (("accuracy", plot_accuracy, {}),
@@ -182,7 +183,7 @@ def plot_ablation(rows, path=None) -> Figure:
     fig, axs = plt.subplots(1, 2, figsize=(10, 3.5))
     _ablation_axis(axs[0], rows, "steps", "steps", "training steps")
     _ablation_axis(axs[1], rows, "lr", "lr", "learning rate")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 # %% ../nbs/09_plots.ipynb #1fd119ce
 def _points(rows, method, key, plan=None) -> dict:
@@ -226,7 +227,7 @@ def plot_curves(sweep, path=None, plan=None) -> Figure:
     a.set(yscale="log", xlabel="fraction of blocks removed", ylabel="KL(dense || model), nats/token",
           title=f"{plan}: KL")
     b.set(xlabel="fraction of blocks removed", ylabel="mean log p(gold letter)", title=f"{plan}: MMLU gold log-prob")
-    a.legend(fontsize=7); return _save(fig, path)
+    a.legend(fontsize=7); return save_figure(fig, path)
 
 # %% ../nbs/09_plots.ipynb #22447cc5
 def plot_plans(sweep, path=None, method="fixed_05") -> Figure:
@@ -238,7 +239,7 @@ def plot_plans(sweep, path=None, method="fixed_05") -> Figure:
     if sweep.get("uniform_kl"): ax.axhline(sweep["uniform_kl"], ls="--", c="k", lw=1, label="uniform guess")
     ax.set(yscale="log", xlabel="fraction of blocks removed", ylabel="KL(dense || model)",
            title=f"{method}: plan against plan")
-    ax.legend(fontsize=7); return _save(fig, path)
+    ax.legend(fontsize=7); return save_figure(fig, path)
 
 # %% ../nbs/09_plots.ipynb #d8b8c805
 def plot_sweep(results_dir, out_dir=None, methods=("fixed_05", "learned_weight", "drop")) -> list:

@@ -18,7 +18,8 @@ from .training import replace_layers_with_mergeable, train_alpha_parameters
 from .fusion import alphas_info, collect_mlp_alphas, fuse_mergeable_layers, save_fused
 from .evaluation import evaluate_model, dense_reference, heldout_sources
 from .experiments import RunConfig, similarity_assets, make_plan, compress
-from .utils import atomic_write, text_table
+from .utils import text_table
+from .plots import save_figure, training_figure
 
 # %% auto #0
 __all__ = ['BASELINE_METHODS', 'table', 'Recipe', 'prepare', 'with_config', 'measure', 'calibration_loader', 'train_alphas',
@@ -119,12 +120,6 @@ def save_and_reload(r: Recipe, model, info, folder) -> tuple:
     kw = dict(input_ids=b["input_ids"].to(model.device), attention_mask=b["attention_mask"].to(model.device))
     return saved, (model(**kw).logits.float() - back(**kw).logits.float()).abs().max().item()
 
-# %% ../nbs/14_recipes.ipynb #682af30c
-def _saved(fig, path):
-    "`fig`, written as a PNG to `path` first when a path is given."
-    if path is not None: atomic_write(path, lambda f: fig.savefig(f, format="png"))
-    return fig
-
 # %% ../nbs/14_recipes.ipynb #7755e119
 def plot_plan_similarity(S, pairs=(), path=None, title="Layer similarity and the merged pairs"):
     "Heatmap of `S` with each merged pair `(l, m)` marked; saved to `path` when given."
@@ -132,7 +127,7 @@ def plot_plan_similarity(S, pairs=(), path=None, title="Layer similarity and the
     if len(pairs):
         ax.scatter([m for _, m in pairs], [l for l, _ in pairs], marker="x", c="red", s=60, label="merged (l, m)")
         ax.legend(loc="lower left", fontsize=8)
-    return _saved(fig, path)
+    return save_figure(fig, path)
 
 # %% ../nbs/14_recipes.ipynb #3675a6d8
 def pearson(x, y) -> float:
@@ -150,19 +145,12 @@ def plot_alpha_vs_slm(s_lm, alphas, pairs=(), path=None, label="learned"):
         ax.annotate(str(tuple(p)), (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.set(xlabel="similarity S_lm", ylabel=f"{label} alpha", xlim=(0, 1), ylim=(0, 1),
            title=f"{label} alpha vs S_lm (r = {pearson(s_lm, alphas):.2f})"); ax.legend(fontsize=8); fig.tight_layout()
-    return _saved(fig, path)
+    return save_figure(fig, path)
 
 # %% ../nbs/14_recipes.ipynb #a7c00131
 def plot_training_curves(hist, path=None, title=""):
-    "Loss per step and alpha per pair per step of a `TrainHistory`; saved to `path` when given."
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=(10, 3.5), dpi=110); a, b = fig.subplots(1, 2)
-    a.plot(hist.loss); a.set(xlabel="step", ylabel="KL loss", title=f"{title} loss".strip())
-    al = np.asarray(hist.alphas, dtype=float).reshape(len(hist.alphas), -1)
-    for j in range(al.shape[1]): b.plot(al[:, j], label=str(tuple(hist.pairs[j])) if j < len(hist.pairs) else str(j))
-    b.set(xlabel="step", ylabel="alpha", title="alpha per pair", ylim=(0, 1))
-    if al.shape[1]: b.legend(fontsize=6, ncol=2)
-    fig.tight_layout(); return _saved(fig, path)
+    "Loss per step and alpha per pair per step of a `TrainHistory` (`plots.training_figure` with its pairs)."
+    return training_figure(hist, hist.pairs, path, title)
 
 # %% ../nbs/14_recipes.ipynb #08eaf7fc
 def plot_alpha_samples(alphas: dict, s_lm=(), path=None, bins=30):
@@ -173,7 +161,7 @@ def plot_alpha_samples(alphas: dict, s_lm=(), path=None, bins=30):
         ax.hist(a, bins=bins, alpha=0.6, color=f"C{i}", label=f"{tuple(p)}: std {np.std(a):.3g}")
         if i < len(s_lm): ax.axvline(s_lm[i], c=f"C{i}", ls="--", lw=1)
     ax.set(xlabel="predicted alpha (per sample)", ylabel="samples", title="MLP alpha per sample; dashed: S_lm")
-    ax.legend(fontsize=7); fig.tight_layout(); return _saved(fig, path)
+    ax.legend(fontsize=7); fig.tight_layout(); return save_figure(fig, path)
 
 # %% ../nbs/14_recipes.ipynb #3ea41018
 def retrain(r: Recipe, mode="simple", plan=None, num_layer=None, steps=None, lr=None, out_dir=None,
