@@ -32,8 +32,10 @@ class build_py_nbs(build_py):
     "Also copy the notebooks named in `package_nbs` from `nbs_path` into the built package (papermill runs them)."
     def run(self):
         super().run()
+        if getattr(self, 'editable_mode', False): return  # an editable install reads them from nbs_path
         for nb in cfg.get('package_nbs', '').split():
-            self.copy_file(os.path.join(cfg['nbs_path'], nb), os.path.join(self.build_lib, cfg['lib_name'], nb))
+            dst = os.path.join(self.build_lib, cfg['lib_name'], nb)
+            self.mkpath(os.path.dirname(dst)); self.copy_file(os.path.join(cfg['nbs_path'], nb), dst)
 
 setuptools.setup(
     name = cfg['lib_name'],
