@@ -13,8 +13,8 @@ from .models import get_layers
 from .data import prepare_calibration_dataloader
 from .similarity import plot_similarity
 from .plans import MergePlan, PLANS, mean_alpha
-from .mergeable import MODES, MLPMergeableLayer
-from .training import replace_layers_with_mergeable, train_alpha_parameters
+from .mergeable import MODES
+from .training import replace_layers_with_mergeable, train_alpha_parameters, wrappers
 from .fusion import alphas_info, collect_mlp_alphas, fuse_mergeable_layers, save_fused
 from .evaluation import evaluate_model, dense_reference, heldout_sources
 from .experiments import RunConfig, similarity_assets, make_plan, compress
@@ -96,8 +96,8 @@ def pair_alphas(model, dl=None) -> list:
 # %% ../nbs/14_recipes.ipynb #a16f6c69
 def sample_alphas(model, dl) -> dict:
     "`{pair: alphas}` of every MLP pair of `model`, one per sample of `dl`, in the loader's order."
-    collect_mlp_alphas(model, dl); ws = {w.pair: w for w in model.modules() if isinstance(w, MLPMergeableLayer)}
-    return {p: torch.cat(ws[p].alpha_records).float().numpy() for p in model._mka.plan if p in ws}
+    collect_mlp_alphas(model, dl)  # the wrappers that record per-sample alphas (MLP mode) have `alpha_records`
+    return {w.pair: torch.cat(w.alpha_records).float().numpy() for w in wrappers(model) if hasattr(w, "alpha_records")}
 
 # %% ../nbs/14_recipes.ipynb #2fc76df2
 BASELINE_METHODS = ("mka_similarity", "fixed_05", "drop")
