@@ -10,8 +10,8 @@ Variants (`--variants`, each scores the whole selection through `score_mmlu`):
   after           the defaults: cascade attention, batches of --token_budget padded tokens (auto: 8,192 on a
                   GPU), the next subject encoded in a thread
   compile         `after` with compile=True (decoder blocks through torch.compile; a warm-up compiles first)
-  async           `after` without a host-device synchronisation per batch (benchmarks/async_scoring.py)
-  async_compile   `async` with compile=True
+  f32merge        `after` with the cascade's two parts merged in float32 (benchmarks/async_scoring.py)
+  cascade_b64     cascade attention in batches of `--batch_size` questions (no token budget)
   budget<N>       `after` with token_budget=N (e.g. budget4096, budget16384)
   evaluate_model  `evaluate_model(..., heldout=False)` with its defaults: the library's entry point, to compare
                   with `after`'s questions/s
@@ -31,7 +31,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from mka_alpha.data import load_mmlu, split_mmlu
 from mka_alpha.evaluation import score_mmlu, summarize, save_run, evaluate_model, _KERNELS
 from mka_alpha.utils import n_params
-from async_scoring import patched, raise_recompile_limits, f32_merge
+from async_scoring import f32_merge
 from bench_common import build_random, llama8b_config  # benchmarks/ is on sys.path when run as a script
 
 PEAK = 989e12
@@ -65,11 +65,8 @@ def variant_kwargs(name, a) -> dict:
     after = dict(token_budget=a.token_budget)
     if name == "after": return after
     if name == "compile": return after | dict(compile=True)
-    if name == "async": return after
     if name == "f32merge": return after
     if name == "cascade_b64": return dict(token_budget=None, batch_size=a.batch_size)
-    if name == "async_compile": return after | dict(compile=True)
-    if name == "async_compile_limits": return after | dict(compile=True)
     if name.startswith("budget"): return dict(token_budget=int(name[6:]))
     raise ValueError(f"unknown variant {name!r}")
 
@@ -89,8 +86,7 @@ def run_variant(name, model, tok, splits, a, N, ceiling) -> tuple:
         recs = [json.loads(l) for l in (a.out / name / "predictions.jsonl").open()]
         st = res["tokens"] | dict(seconds=res["mmlu_seconds"], wall_s=res["wall_time_s"])
     else:
-        if name == "async_compile_limits": raise_recompile_limits()
-        with patched(name.startswith("async")), f32_merge(name == "f32merge"):
+        with f32_merge(name == "f32merge"):
             recs, st = score_mmlu(model, tok, splits, limit=a.limit, progress=False, **variant_kwargs(name, a))
     run = st["prefix_tokens"] + st["question_tokens"]
     return recs, dict(n=len(recs), seconds=st["seconds"], questions_per_s=len(recs) / st["seconds"],
@@ -105,10 +101,9 @@ def warm_up(model, tok, splits, variants, a):
     for v in variants:
         if v == "evaluate_model": continue
         kw = variant_kwargs(v, a)
-        comp = v in ("compile", "async_compile", "async_compile_limits")
-        if v == "async_compile_limits": raise_recompile_limits()
+        comp = v == "compile"
         for s in (["astronomy"], ["high_school_psychology", "professional_law"])[: 2 if comp else 1]:
-            with patched(v.startswith("async")):
+            with f32_merge(v == "f32merge"):
                 score_mmlu(model, tok, splits, subjects=s, per_subject=96 if comp else 32, progress=False, **kw)
     score_mmlu(model, tok, splits, plain=True, subjects=["astronomy"], per_subject=2, progress=False)
 

@@ -11,13 +11,12 @@ from torch.profiler import profile, ProfilerActivity
 from transformers import AutoTokenizer
 from mka_alpha.data import load_mmlu, split_mmlu
 from mka_alpha.evaluation import score_mmlu, _KERNELS
-from async_scoring import patched
 from bench_common import build_model, default_device  # benchmarks/ is on sys.path when run as a script
 
 p = argparse.ArgumentParser()
 p.add_argument("--tok", required=True); p.add_argument("--batch_size", type=int, default=64)
 p.add_argument("--subjects", nargs="+", default=["high_school_psychology", "professional_law", "moral_scenarios"])
-p.add_argument("--variants", nargs="+", default=["before", "after"], choices=["before", "after", "compile", "async", "async_compile"])
+p.add_argument("--variants", nargs="+", default=["before", "after"], choices=["before", "after", "compile"])
 p.add_argument("--row_limit", type=int, default=30)
 p.add_argument("--smoke", action="store_true")
 a = p.parse_args()
@@ -26,12 +25,11 @@ splits = split_mmlu(load_mmlu())
 model = build_model("llama8b", default_device(), smoke=a.smoke)[0]
 cuda = torch.cuda.is_available()
 KW = dict(before=dict(cascade=False, token_budget=None, prefetch=False, batch_size=a.batch_size), after={},
-          compile=dict(compile=True), async_={}, async_compile=dict(compile=True))
+          compile=dict(compile=True))
 per_subject = 8 if a.smoke else None
 
 for name in a.variants:
-    kw = KW["async_" if name == "async" else name]
-    ctx = patched(name.startswith("async")); ctx.__enter__()
+    kw = KW[name]
     score_mmlu(model, tok, splits, subjects=["astronomy"], progress=False, **kw)  # warm-up (and compiling)
     score_mmlu(model, tok, splits, subjects=a.subjects[:1], per_subject=per_subject, progress=False, **kw)
     recs, st = score_mmlu(model, tok, splits, subjects=a.subjects, per_subject=per_subject, progress=False, **kw)
@@ -50,4 +48,3 @@ for name in a.variants:
         busy = sum(e.device_time_total for e in ka if e.device_type == torch.autograd.DeviceType.CUDA) / 1e6
         print(f"== {name}: profiled wall {wall:.2f} s, GPU kernel time {busy:.2f} s ({100 * busy / wall:.0f}% busy)")
     print(ka.table(sort_by="cpu_time_total", row_limit=15), flush=True)
-    ctx.__exit__(None, None, None)
