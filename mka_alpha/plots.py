@@ -10,6 +10,7 @@ import numpy as np
 import matplotlib
 import matplotlib.pyplot as plt
 from .plans import mean_alpha
+from .stats import pearson
 from dataclasses import dataclass
 from matplotlib.figure import Figure
 from .utils import CommandParser, command_errors, atomic_write
@@ -105,7 +106,7 @@ def plot_alpha_vs_similarity(comb, path) -> Path:
     fig, ax = plt.subplots(figsize=(4.5, 4))
     for m, (_, a, s) in learned_alphas(comb).items():
         if s is None: continue
-        r = np.corrcoef(s, a)[0, 1] if len(a) > 1 and np.std(s) > 0 and np.std(a) > 0 else float("nan")
+        r = pearson(s, a)
         ax.scatter(s, a, label=f"{m} (r={r:.2f})")
     ax.plot([0, 1], [0, 1], c="0.7", lw=1)
     ax.set(xlabel="similarity S_lm", ylabel="learned alpha", xlim=(0, 1), ylim=(0, 1))

@@ -20,11 +20,12 @@ from .evaluation import evaluate_model, dense_reference, heldout_sources
 from .experiments import RunConfig, similarity_assets, make_plan, compress
 from .utils import text_table
 from .plots import save_figure, training_figure
+from .stats import pearson
 
 # %% auto #0
 __all__ = ['BASELINE_METHODS', 'table', 'Recipe', 'prepare', 'with_config', 'measure', 'calibration_loader', 'train_alphas',
-           'pair_alphas', 'sample_alphas', 'baselines', 'save_and_reload', 'plot_plan_similarity', 'pearson',
-           'plot_alpha_vs_slm', 'plot_training_curves', 'plot_alpha_samples', 'retrain', 'knobs_widget']
+           'pair_alphas', 'sample_alphas', 'baselines', 'save_and_reload', 'plot_plan_similarity', 'plot_alpha_vs_slm',
+           'plot_training_curves', 'plot_alpha_samples', 'retrain', 'knobs_widget']
 
 # %% ../nbs/14_recipes.ipynb #48fceec0
 def _cell(v) -> str: return f"{v:.4g}" if isinstance(v, float) else str(v)
@@ -128,12 +129,6 @@ def plot_plan_similarity(S, pairs=(), path=None, title="Layer similarity and the
         ax.scatter([m for _, m in pairs], [l for l, _ in pairs], marker="x", c="red", s=60, label="merged (l, m)")
         ax.legend(loc="lower left", fontsize=8)
     return save_figure(fig, path)
-
-# %% ../nbs/14_recipes.ipynb #3675a6d8
-def pearson(x, y) -> float:
-    "Pearson's r of `x` and `y`; nan with fewer than two points or when either does not vary."
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    return float(np.corrcoef(x, y)[0, 1]) if len(x) > 1 and x.std() > 0 and y.std() > 0 else float("nan")
 
 # %% ../nbs/14_recipes.ipynb #521a2302
 def plot_alpha_vs_slm(s_lm, alphas, pairs=(), path=None, label="learned"):

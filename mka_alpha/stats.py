@@ -11,7 +11,7 @@ from scipy import stats as sst
 
 # %% auto #0
 __all__ = ['LEVEL', 'N_RESAMPLES', 'mean_ci', 'accuracy_ci', 'mcnemar_exact', 'pair_records', 'compare_records', 'ratio_ci',
-           'heldout_ci', 'compare_heldout', 'seed_spread', 'fmt_ci', 'fmt_diff']
+           'heldout_ci', 'compare_heldout', 'seed_spread', 'fmt_ci', 'fmt_diff', 'pearson']
 
 # %% ../nbs/11_stats.ipynb #e6d31fbc
 LEVEL, N_RESAMPLES = 0.95, 2000
@@ -154,3 +154,9 @@ def fmt_diff(v, ci, p=None, scale=100.0, digits=2) -> str:
     if v is None: return "-"
     s = fmt_ci(v, ci, scale, digits, sign=True) + (f" p={p:.2g}" if p is not None else "")
     return s + (" (within noise)" if ci[0] <= 0 <= ci[1] else "")
+
+# %% ../nbs/11_stats.ipynb #3675a6d8
+def pearson(x, y) -> float:
+    "Pearson's r of `x` and `y`; nan with fewer than two points or when either does not vary."
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    return float(np.corrcoef(x, y)[0, 1]) if len(x) > 1 and x.std() > 0 and y.std() > 0 else float("nan")
