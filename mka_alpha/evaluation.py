@@ -21,11 +21,12 @@ from .data import (LETTERS, SUBJECT_CATEGORIES, MMLUQuestion, check_subjects, fo
 
 # %% auto #0
 __all__ = ['letter_token_ids', 'prefix_text', 'encode_subject', 'score_plain', 'score_batch', 'prefix_kv', 'score_suffixes',
-           'cascade_attention', 'score_cascade', 'cascade_unsupported', 'compiled_blocks', 'select_questions',
-           'sdpa_gqa', 'context_length', 'check_context', 'score_mmlu', 'summarize', 'heldout_texts', 'pydoc_texts',
-           'heldout_sources', 'token_logprobs', 'dense_reference', 'heldout_measures', 'save_run', 'load_placed',
-           'evaluate_model', 'option', 'like', 'flag_kwargs', 'add_flags', 'flags_parser', 'test_flags', 'SharedFlags',
-           'EvalFlags', 'eval_parser', 'check_eval_flags', 'evaluate_main']
+           'attention_implementation', 'cascade_attention', 'score_cascade', 'unsupported', 'compiled_blocks',
+           'packed_mask', 'score_packed', 'select_questions', 'sdpa_gqa', 'context_length', 'check_context',
+           'score_mmlu', 'summarize', 'heldout_texts', 'pydoc_texts', 'heldout_sources', 'token_logprobs',
+           'dense_reference', 'heldout_measures', 'save_run', 'load_placed', 'evaluate_model', 'option', 'like',
+           'flag_kwargs', 'add_flags', 'flags_parser', 'test_flags', 'SharedFlags', 'EvalFlags', 'eval_parser',
+           'check_eval_flags', 'evaluate_main']
 
 # %% ../nbs/07_evaluation.ipynb #64ed1df2
 def _tok_name(tokenizer): return getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
@@ -257,18 +258,31 @@ def _configs(model) -> list:
     cs = [model.config] + [getattr(m, "config", None) for m in model.get_decoder().modules()]
     return list({id(c): c for c in cs if hasattr(c, "_attn_implementation")}.values())
 
+# %% ../nbs/07_evaluation.ipynb #31dd96ed
+@contextmanager
+def attention_implementation(model, name):
+    "While active, every config of `model` (`_configs`) names the attention implementation `name`; restored after."
+    cs = _configs(model); old = [c._attn_implementation for c in cs]
+    try:
+        for c in cs: c._attn_implementation = name
+        yield model
+    finally:
+        for c, o in zip(cs, old): c._attn_implementation = o
+
 # %% ../nbs/07_evaluation.ipynb #5a0c1e65
 @contextmanager
 def cascade_attention(model, kv):
     "While active, `model`'s attention is `_cascade_attention` over the prefix `kv`; its own is restored after."
-    cs, prev = _configs(model), dict(_CASCADE)
-    old = [c._attn_implementation for c in cs]; _CASCADE.update(kv=kv, calls=0)
+    prev = dict(_CASCADE); _CASCADE.update(kv=kv, calls=0)
     try:
-        for c in cs: c._attn_implementation = "mka_cascade"
-        yield _CASCADE
-    finally:
-        for c, o in zip(cs, old): c._attn_implementation = o
-        _CASCADE.update(prev)
+        with attention_implementation(model, "mka_cascade"): yield _CASCADE
+    finally: _CASCADE.update(prev)
+
+# %% ../nbs/07_evaluation.ipynb #4e7e346e
+def _ran_all(n, layers, name):
+    "Raise unless all `layers` attention layers ran attention function `name` (`n` calls)."
+    if n != layers: raise RuntimeError(f"{n} of {layers} attention layers ran the {name} attention: this model's "
+                                       "attention does not go through transformers' AttentionInterface.")
 
 # %% ../nbs/07_evaluation.ipynb #5a0c1e26
 @torch.no_grad()
@@ -276,9 +290,8 @@ def score_cascade(model, kv, suffixes, letter_ids, pad_id=0) -> torch.Tensor:
     "`score_suffixes` by cascade attention: the prefix `kv` is attended once per layer, never copied per question."
     ids, _, lens, pos = _continuation(model, kv, suffixes, pad_id)
     with cascade_attention(model, kv) as st:
-        h = model.get_decoder()(input_ids=ids, position_ids=pos, use_cache=False).last_hidden_state; n = st["calls"]
-    if n != len(kv): raise RuntimeError(f"{n} of {len(kv)} attention layers ran the cascade attention: this model's "
-                                        "attention does not go through transformers' AttentionInterface.")
+        h = model.get_decoder()(input_ids=ids, position_ids=pos, use_cache=False).last_hidden_state
+        _ran_all(st["calls"], len(kv), "cascade")
     return _last_logprobs(model, h, lens, letter_ids)
 
 # %% ../nbs/07_evaluation.ipynb #5a0c1e32
@@ -290,9 +303,9 @@ def _window(model) -> float:
     return min([w for w in ws if isinstance(w, int) and w > 0], default=math.inf)
 
 # %% ../nbs/07_evaluation.ipynb #5a0c1e67
-def cascade_unsupported(model):
-    "Why cascade attention cannot score `model` (tried on a 3-token prefix and a 2-token suffix), or `None`."
-    try: score_cascade(model, prefix_kv(model, [1, 2, 3]), [[4, 5]], [0, 1])
+def unsupported(model, score=None):
+    "Why `score` (default `score_cascade`) cannot score `model` (a 3-token prefix, 2-token suffix), or `None`."
+    try: (score or score_cascade)(model, prefix_kv(model, [1, 2, 3]), [[4, 5]], [0, 1])
     except Exception as e: return f"{type(e).__name__}: {e}"
     return None
 
@@ -309,6 +322,59 @@ def compiled_blocks(model, on=True):
         with torch._dynamo.config.patch(**_RECOMPILE_LIMITS): yield on
     finally:
         for b in blocks: b._compiled_call_impl = None  # what `nn.Module.compile` set
+
+# %% ../nbs/07_evaluation.ipynb #1f4b2acd
+import itertools
+from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
+
+def packed_mask(P, lengths, device="cpu") -> BlockMask:
+    "Block mask of suffixes of `lengths` packed in one row after a `P`-token prefix: prefix, then own suffix causally."
+    doc = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths)).to(device)
+    dk, qk = torch.cat([doc.new_full((P,), -1), doc]), torch.arange(P, P + len(doc), device=device)
+    def mask_mod(b, h, q, kv): return (dk[kv] < 0) | ((dk[kv] == doc[q]) & (kv <= qk[q]))
+    cuda = torch.device(device).type == "cuda"  # compiled on a GPU: the dense mask is never materialised
+    return create_block_mask(mask_mod, 1, None, len(doc), P + len(doc), device=device, _compile=cuda)
+
+# %% ../nbs/07_evaluation.ipynb #bb38cb56
+_PACKED = dict(calls=0)  # calls of `_packed_attention`, counted by `score_packed`
+_FLEX = {}
+
+def _flex(device):
+    "`flex_attention`: compiled once on CUDA (a fused kernel, dynamic shapes), eager (explicit scores) elsewhere."
+    if device.type != "cuda": return flex_attention
+    if "cuda" not in _FLEX: _FLEX["cuda"] = torch.compile(flex_attention, dynamic=True)
+    return _FLEX["cuda"]
+
+# %% ../nbs/07_evaluation.ipynb #443387e8
+@torch.compiler.disable
+def _packed_attention(module, query, key, value, attention_mask=None, scaling=None, dropout=0.0, softcap=None,
+                      sliding_window=None, **kwargs):
+    "Attention function: packed suffix queries over the prefix and their own suffix, as `attention_mask` says."
+    if not isinstance(attention_mask, BlockMask): raise ValueError("Packed attention needs a `packed_mask`.")
+    _check_call(None, dropout, None, 0, kwargs)
+    mod = (lambda s, b, h, q, kv: torch.tanh(s / softcap) * softcap) if softcap else None
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="flex_attention called without torch.compile")
+        o = _flex(query.device)(query, key, value, score_mod=mod, block_mask=attention_mask, scale=scaling,
+                                enable_gqa=query.shape[1] != key.shape[1])
+    _PACKED["calls"] += 1
+    return o.transpose(1, 2), None
+
+AttentionInterface.register("mka_packed", _packed_attention)
+
+# %% ../nbs/07_evaluation.ipynb #dc481c5b
+@torch.no_grad()
+def score_packed(model, kv, suffixes, letter_ids, pad_id=0) -> torch.Tensor:
+    "`score_suffixes` with `suffixes` packed in one unpadded row after the prefix `kv` (FlexAttention, batch 1)."
+    P, dev, lens = kv[0][0].shape[-2], model_device(model), list(map(len, suffixes))
+    ids = _to_device(torch.tensor([[t for s in suffixes for t in s]]), dev)
+    pos = _to_device(torch.cat([torch.arange(P, P + n) for n in lens])[None], dev)
+    _PACKED["calls"] = 0
+    with attention_implementation(model, "mka_packed"):
+        h = model.get_decoder()(input_ids=ids, attention_mask=packed_mask(P, lens, dev), position_ids=pos,
+                                use_cache=True, past_key_values=_expanded_cache(kv, 1)).last_hidden_state
+    _ran_all(_PACKED["calls"], len(kv), "packed")
+    return _last_logprobs(model, h.expand(len(lens), -1, -1), list(itertools.accumulate(lens)), letter_ids)
 
 # %% ../nbs/07_evaluation.ipynb #f07fb8f8
 def select_questions(splits, subjects=None, limit=None, per_subject=None) -> dict:
@@ -335,28 +401,30 @@ def _records(subject, questions, logprobs) -> list:
             for i, (q, lp) in enumerate(zip(questions, logprobs))]
 
 # %% ../nbs/07_evaluation.ipynb #5a0c1e38
-def _suffix_batches(lengths, batch_size=16, token_budget=None) -> list:
-    "Index lists, shortest first: `batch_size` a batch, or with `token_budget` as many as fit in it once padded."
+def _suffix_batches(lengths, batch_size=16, token_budget=None, packed=False) -> list:
+    "Index lists, shortest first: `batch_size` a batch, or as many as fit in `token_budget` (padded, or `packed`)."
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
     if token_budget is None: return [order[b:b + batch_size] for b in range(0, len(order), batch_size)]
-    out = []
+    out, used = [], 0
     for i in order:  # also the held-out measures' rule (`_batches`, below)
-        if out and (len(out[-1]) + 1) * lengths[i] <= token_budget: out[-1].append(i)
-        else: out.append([i])
+        n = lengths[i]; need = (used + n if packed else (len(out[-1]) + 1) * n) if out else n
+        if out and need <= token_budget: out[-1].append(i); used = need
+        else: out.append([i]); used = n
     return out
 
 # %% ../nbs/07_evaluation.ipynb #5a0c1e41
-def _subject_mode(plain, prefix_reuse, cascade, n_tokens, window) -> str:
-    "How a subject is scored: 'plain', 'cascade', 'prefix' (expanded cache) or 'whole' (padded whole prompts)."
+def _subject_mode(plain, prefix_reuse, cascade, n_tokens, window, pack=False) -> str:
+    "How a subject is scored: 'plain', 'packed', 'cascade', 'prefix' (expanded cache) or 'whole' (padded prompts)."
     if plain: return "plain"
     if not prefix_reuse or n_tokens > window: return "whole"
-    return "cascade" if cascade else "prefix"
+    return "packed" if pack else "cascade" if cascade else "prefix"
 
 # %% ../nbs/07_evaluation.ipynb #3e33e8d4
 def _subject_batches(pre, suf, mode, batch_size, token_budget) -> list:
     "The batches (index lists) a subject's questions are scored in: one at a time for the plain loop."
     if mode == "plain": return [[i] for i in range(len(suf))]
-    return _suffix_batches([len(x) + (len(pre) if mode == "whole" else 0) for x in suf], batch_size, token_budget)
+    lengths = [len(x) + (len(pre) if mode == "whole" else 0) for x in suf]
+    return _suffix_batches(lengths, batch_size, token_budget, packed=mode == "packed")
 
 # %% ../nbs/07_evaluation.ipynb #a424846b
 def _run_batches(model, mode, pre, suf, bs, letter_ids, pad=0) -> torch.Tensor:
@@ -367,7 +435,7 @@ def _run_batches(model, mode, pre, suf, bs, letter_ids, pad=0) -> torch.Tensor:
         if idx: out[idx] = score_plain(model, [pre + suf[i] for i in idx], letter_ids)
         return out
     kv = None if mode == "whole" or not bs else prefix_kv(model, pre)
-    run = dict(cascade=score_cascade, prefix=score_suffixes).get(mode)
+    run = dict(packed=score_packed, cascade=score_cascade, prefix=score_suffixes).get(mode)
     parts = [run(model, kv, [suf[i] for i in idx], letter_ids, pad) if run
              else score_batch(model, [pre + suf[i] for i in idx], letter_ids, pad) for idx in bs]
     if parts: out[[i for b in bs for i in b]] = torch.cat(parts).cpu()  # the subject's one wait for the GPU
@@ -375,10 +443,10 @@ def _run_batches(model, mode, pre, suf, bs, letter_ids, pad=0) -> torch.Tensor:
 
 # %% ../nbs/07_evaluation.ipynb #34246cbc
 def _score_subject(model, tok, s, fewshot, qs, k, letter_ids, batch_size, plain, prefix_reuse, cascade=False,
-                   token_budget=None, window=math.inf, enc=None, keep=None):
+                   token_budget=None, window=math.inf, enc=None, keep=None, pack=False):
     "`(log-probs, prefix length, suffixes, mode)` of a subject's questions (of batches `keep` only, if given)."
     pre, suf = enc if enc is not None else encode_subject(tok, s, fewshot, qs, k)
-    mode = _subject_mode(plain, prefix_reuse, cascade, len(pre) + max(map(len, suf)), window)
+    mode = _subject_mode(plain, prefix_reuse, cascade, len(pre) + max(map(len, suf)), window, pack)
     bs = _subject_batches(pre, suf, mode, batch_size, token_budget)
     bs = [b for j, b in enumerate(bs) if keep is None or j in keep]
     return _run_batches(model, mode, pre, suf, bs, letter_ids, tok.pad_token_id or 0), len(pre), suf, mode
@@ -434,14 +502,20 @@ def check_context(model, tok, sel, fewshot, k):
             "examples (k; mka-eval --ntrain/-k) or a model with a longer context.")
 
 # %% ../nbs/07_evaluation.ipynb #5a0c1e47
-def _fast_options(model, plain, prefix_reuse, cascade="auto", token_budget="auto") -> dict:
-    "`score_mmlu`'s options resolved: cascade if asked and `cascade_unsupported` finds nothing, the token budget."
-    why = cascade_unsupported(model) if cascade and prefix_reuse and not plain else None
-    if why and cascade is True: raise ValueError(f"cascade=True, but cascade attention cannot score this model: {why}")
-    if why: warnings.warn(f"Scoring without cascade attention: {why}")
-    if token_budget == "auto": token_budget = 8192 if model_device(model).type == "cuda" else 2048
-    return dict(cascade=bool(cascade) and prefix_reuse and not plain and not why, token_budget=token_budget,
-                window=_window(model))
+def _switch(model, asked, score, flag, name) -> bool:
+    "Whether a fast path `asked` for (True, 'auto', False) runs: `unsupported` tries it; True raises, 'auto' warns."
+    why = unsupported(model, score) if asked else None
+    if why and asked is True: raise ValueError(f"{flag}=True, but {name} cannot score this model: {why}")
+    if why: warnings.warn(f"Scoring without {name}: {why}")
+    return bool(asked) and not why
+
+def _fast_options(model, plain, prefix_reuse, cascade="auto", token_budget="auto", pack="auto") -> dict:
+    "`score_mmlu`'s options resolved: packing ('auto': on a GPU), else cascade, where each works; the token budget."
+    fast, cuda = prefix_reuse and not plain, model_device(model).type == "cuda"
+    pack = fast and _switch(model, pack if pack != "auto" or cuda else False, score_packed, "pack", "packed suffixes")
+    cascade = fast and not pack and _switch(model, cascade, score_cascade, "cascade", "cascade attention")
+    if token_budget == "auto": token_budget = 8192 if cuda else 2048
+    return dict(pack=pack, cascade=cascade, token_budget=token_budget, window=_window(model))
 
 # %% ../nbs/07_evaluation.ipynb #d88fe780
 def _padded_tokens(batch, lengths, extra=0) -> int:
@@ -456,10 +530,12 @@ def _share(items, costs) -> list:
 def _subject_units(tok, s, qs, fewshot, k, batch_size, plain, prefix_reuse, opts) -> list:
     "`(subject, batch number, batch, padded tokens)` of each batch subject `s`'s questions `qs` are scored in."
     pre, suf = encode_subject(tok, s, fewshot, qs, k)
-    mode = _subject_mode(plain, prefix_reuse, opts["cascade"], len(pre) + max(map(len, suf)), opts["window"])
+    n = len(pre) + max(map(len, suf))
+    mode = _subject_mode(plain, prefix_reuse, opts["cascade"], n, opts["window"], opts.get("pack", False))
+    bs, lens = _subject_batches(pre, suf, mode, batch_size, opts["token_budget"]), list(map(len, suf))
     extra = 0 if mode in ("cascade", "prefix") else len(pre)
-    bs = _subject_batches(pre, suf, mode, batch_size, opts["token_budget"])
-    return [(s, j, b, _padded_tokens(b, list(map(len, suf)), extra)) for j, b in enumerate(bs)]
+    cost = (lambda b: sum(lens[i] for i in b)) if mode == "packed" else (lambda b: _padded_tokens(b, lens, extra))
+    return [(s, j, b, cost(b)) for j, b in enumerate(bs)]
 
 def _my_units(tok, sel, fewshot, k, batch_size, plain, prefix_reuse, opts):
     "`{subject: {batch number: rows}}` this process scores when several share the evaluation (None when alone)."
@@ -498,11 +574,11 @@ def _finish(recs, st, t0, model) -> tuple:
 # %% ../nbs/07_evaluation.ipynb #a88aaaf2
 def score_mmlu(model, tok, splits, k=5, batch_size=16, subjects=None, limit=None, per_subject=None, plain=False,
                prefix_reuse=True, progress=True, cascade="auto", token_budget="auto", compile=False,
-               prefetch=True) -> tuple:
+               prefetch=True, pack="auto") -> tuple:
     "`(records, stats)`: letter log-probs of the selected evaluation questions, fast path unless `plain`."
     t0, sel = time.perf_counter(), select_questions(splits, subjects, limit, per_subject)
     check_context(model, tok, sel, splits.fewshot, k)  # before any forward pass
-    letter_ids, opts = letter_token_ids(tok), _fast_options(model, plain, prefix_reuse, cascade, token_budget)
+    letter_ids, opts = letter_token_ids(tok), _fast_options(model, plain, prefix_reuse, cascade, token_budget, pack)
     recs, st, modes = [], dict(prefix_tokens=0, question_tokens=0, prompt_tokens=0), defaultdict(int)
     units = _my_units(tok, sel, splits.fewshot, k, batch_size, plain, prefix_reuse, opts)  # None: one process
     bar = tqdm(total=sum(map(len, sel.values())), desc="MMLU" + (" (plain)" if plain else ""), disable=not progress)
@@ -515,7 +591,7 @@ def score_mmlu(model, tok, splits, k=5, batch_size=16, subjects=None, limit=None
             recs += [(si, i, rs[i]) for i in done]; bar.update(len(qs)); modes[mode] += 1
             _count_tokens(st, P, suf, done)
     recs, st = _finish(recs, st, t0, model)
-    opts = dict(cascade=opts["cascade"], token_budget=opts["token_budget"], compile=compile, prefetch=prefetch)
+    opts = {k: opts[k] for k in ("pack", "cascade", "token_budget")} | dict(compile=compile, prefetch=prefetch)
     return recs, st | dict(options=opts, subjects_by_mode=dict(modes))
 
 # %% ../nbs/07_evaluation.ipynb #a45c82b8
@@ -873,6 +949,7 @@ class EvalFlags(SharedFlags):
     token_budget: int | None = option(None, "padded tokens a batch (default 8192 on a GPU, 2048 on a CPU; 0: "
                                       "--batch_size questions)", type=at_least(0))
     no_cascade: bool = option(False, "score without cascade attention over the prefix")
+    no_pack: bool = option(False, "score without packing the suffixes (FlexAttention; the default on a GPU)")
     compile: bool = option(False, "torch.compile the decoder blocks while scoring")
     dense_model: str | None = option(None, "dense model for KL(dense || model) on held-out text")
     dense_cache: str | None = option(None, "file caching the dense reference (.pt)")
@@ -902,7 +979,8 @@ def check_eval_flags(a):
 def _score_options(a) -> dict:
     "`score_mmlu`'s switches from `mka-eval`'s flags."
     budget = "auto" if a.token_budget is None else (a.token_budget or None)
-    return dict(cascade=False if a.no_cascade else "auto", token_budget=budget, compile=a.compile)
+    return dict(cascade=False if a.no_cascade else "auto", token_budget=budget, compile=a.compile,
+                pack=False if a.no_pack else "auto")
 
 def _dense(a, tok, splits):
     if not (a.dense_model or a.dense_cache) or a.no_heldout: return None
