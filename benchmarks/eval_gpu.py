@@ -66,7 +66,7 @@ def flops_report(params, tokens, secs, ceiling):
 
 def variant_kwargs(name, a) -> dict:
     "score_mmlu keyword arguments of a variant name."
-    if name == "before": return dict(cascade=False, token_budget=None, prefetch=False, batch_size=a.batch_size)
+    if name == "before": return dict(cascade=False, token_budget=None, prefetch=False, batch_size=a.batch_size, pack=False)
     after = dict(token_budget=a.token_budget)
     if name == "after": return after
     if name == "cascade": return after | dict(pack=False)
@@ -116,7 +116,9 @@ def warm_up(model, tok, splits, variants, a):
 
 def fp32_plain(model, tok, splits, a) -> list:
     "The plain loop's sample scored by a float32 copy of `model` (freed afterwards): the reference for rounding."
-    m32 = copy.deepcopy(model).float()
+    m32 = copy.deepcopy(model)  # tensor by tensor: transformers refuses `.float()` on a model loaded from a GGUF
+    for t in [*m32.parameters(), *m32.buffers()]:
+        if t.is_floating_point(): t.data = t.data.float()
     try: return score_mmlu(m32, tok, splits, limit=a.plain_n, plain=True, progress=False)[0]
     finally: del m32; torch.cuda.empty_cache() if DEV == "cuda" else None
 

@@ -25,7 +25,7 @@ tok = AutoTokenizer.from_pretrained(a.tok); tok.pad_token = tok.pad_token or tok
 splits = split_mmlu(load_mmlu())
 model = build_model("llama8b", default_device(), smoke=a.smoke)[0]
 cuda = torch.cuda.is_available()
-KW = dict(before=dict(cascade=False, token_budget=None, prefetch=False, batch_size=a.batch_size), after={},
+KW = dict(before=dict(cascade=False, token_budget=None, prefetch=False, batch_size=a.batch_size, pack=False), after={},
           cascade=dict(pack=False), compile=dict(compile=True))
 per_subject = 8 if a.smoke else None
 

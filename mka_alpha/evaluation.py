@@ -329,7 +329,7 @@ from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex
 
 def packed_mask(P, lengths, device="cpu") -> BlockMask:
     "Block mask of suffixes of `lengths` packed in one row after a `P`-token prefix: prefix, then own suffix causally."
-    doc = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths)).to(device)
+    doc = _to_device(torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths)), device)
     dk, qk = torch.cat([doc.new_full((P,), -1), doc]), torch.arange(P, P + len(doc), device=device)
     def mask_mod(b, h, q, kv): return (dk[kv] < 0) | ((dk[kv] == doc[q]) & (kv <= qk[q]))
     cuda = torch.device(device).type == "cuda"  # compiled on a GPU: the dense mask is never materialised
