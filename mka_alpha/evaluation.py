@@ -531,7 +531,7 @@ def _subject_units(tok, s, qs, fewshot, k, batch_size, plain, prefix_reuse, opts
     "`(subject, batch number, batch, padded tokens)` of each batch subject `s`'s questions `qs` are scored in."
     pre, suf = encode_subject(tok, s, fewshot, qs, k)
     n = len(pre) + max(map(len, suf))
-    mode = _subject_mode(plain, prefix_reuse, opts["cascade"], n, opts["window"], opts.get("pack", False))
+    mode = _subject_mode(plain, prefix_reuse, opts["cascade"], n, opts["window"], opts["pack"])
     bs, lens = _subject_batches(pre, suf, mode, batch_size, opts["token_budget"]), list(map(len, suf))
     extra = 0 if mode in ("cascade", "prefix") else len(pre)
     cost = (lambda b: sum(lens[i] for i in b)) if mode == "packed" else (lambda b: _padded_tokens(b, lens, extra))

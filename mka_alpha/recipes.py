@@ -165,11 +165,10 @@ def retrain(r: Recipe, mode="simple", plan=None, num_layer=None, steps=None, lr=
     ch = dict(plan=plan, num_layer=num_layer, alpha_training_steps=steps, alpha_learning_rate=lr)
     rr = with_config(r, **{k: v for k, v in ch.items() if v is not None})
     m, h = train_alphas(rr, mode, progress); path = lambda n: None if out_dir is None else f"{out_dir}/{n}.png"
-    al = pair_alphas(m, calibration_loader(rr) if mode == "mlp" else None)
+    samples = sample_alphas(m, calibration_loader(rr)) if mode == "mlp" else None  # also the MLP pairs' fused alphas
     figs = [plot_training_curves(h, path("widget_training"), mode),
-            plot_alpha_vs_slm(rr.s_lm, al, rr.plan.steps, path("widget_alpha"))]
-    if mode == "mlp":
-        figs.append(plot_alpha_samples(sample_alphas(m, calibration_loader(rr)), rr.s_lm, path("widget_samples")))
+            plot_alpha_vs_slm(rr.s_lm, pair_alphas(m), rr.plan.steps, path("widget_alpha"))]
+    if samples is not None: figs.append(plot_alpha_samples(samples, rr.s_lm, path("widget_samples")))
     fuse_mergeable_layers(m)
     return [measure(rr, m, f"learned ({mode})"), *baselines(rr, ("mka_similarity",)).values()], figs
 
