@@ -338,6 +338,9 @@ def packed_mask(P, lengths, device="cpu") -> BlockMask:
 # %% ../nbs/07_evaluation.ipynb #bb38cb56
 _PACKED = dict(calls=0)  # calls of `_packed_attention`, counted by `score_packed`
 _FLEX = {}
+# FlexAttention's main kernel for every query length: its decoding kernel (taken below 128 queries) has no valid
+# configuration for some grouped-head geometries (2 or 4 query heads a KV head) and fails to compile there.
+_FLEX_OPTIONS = dict(FORCE_USE_FLEX_ATTENTION=True)
 
 def _flex(device):
     "`flex_attention`: compiled once on CUDA (a fused kernel, dynamic shapes), eager (explicit scores) elsewhere."
@@ -356,7 +359,8 @@ def _packed_attention(module, query, key, value, attention_mask=None, scaling=No
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="flex_attention called without torch.compile")
         o = _flex(query.device)(query, key, value, score_mod=mod, block_mask=attention_mask, scale=scaling,
-                                enable_gqa=query.shape[1] != key.shape[1])
+                                enable_gqa=query.shape[1] != key.shape[1],
+                                kernel_options=dict(_FLEX_OPTIONS) if query.is_cuda else None)
     _PACKED["calls"] += 1
     return o.transpose(1, 2), None
 
@@ -441,15 +445,37 @@ def _run_batches(model, mode, pre, suf, bs, letter_ids, pad=0) -> torch.Tensor:
     if parts: out[[i for b in bs for i in b]] = torch.cat(parts).cpu()  # the subject's one wait for the GPU
     return out
 
+# %% ../nbs/07_evaluation.ipynb #d40c3973
+_NEXT = dict(packed="cascade", cascade="prefix", prefix="plain", whole="plain")  # each automatic path's exact next
+
+def _fallback(mode, err, strict, subject, fallbacks) -> str:
+    "The path after `mode`, which failed with `err` on `subject`: recorded in `fallbacks`, warned once a cause."
+    if mode in strict or mode not in _NEXT: raise err
+    why = f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:300]}"
+    if not any(x.endswith(why) for xs in fallbacks.values() for x in xs):
+        warnings.warn(f"The {mode} scoring failed on subject {subject!r}, which is scored by the exact {_NEXT[mode]} "
+                      f"path instead, as is any other subject where this happens: {why}")
+    fallbacks.setdefault(subject, []).append(f"{mode} -> {_NEXT[mode]}: {why}")
+    return _NEXT[mode]
+
+# %% ../nbs/07_evaluation.ipynb #19151967
+def _rebatch(pre, suf, bs, mode, batch_size, token_budget) -> list:
+    "The rows of the batches `bs` batched again by `mode`'s rule (index lists into `suf`)."
+    rows = sorted(i for b in bs for i in b)
+    return [[rows[j] for j in b] for b in _subject_batches(pre, [suf[i] for i in rows], mode, batch_size, token_budget)]
+
 # %% ../nbs/07_evaluation.ipynb #34246cbc
 def _score_subject(model, tok, s, fewshot, qs, k, letter_ids, batch_size, plain, prefix_reuse, cascade=False,
-                   token_budget=None, window=math.inf, enc=None, keep=None, pack=False):
+                   token_budget=None, window=math.inf, enc=None, keep=None, pack=False, strict=(), fallbacks=None):
     "`(log-probs, prefix length, suffixes, mode)` of a subject's questions (of batches `keep` only, if given)."
     pre, suf = enc if enc is not None else encode_subject(tok, s, fewshot, qs, k)
     mode = _subject_mode(plain, prefix_reuse, cascade, len(pre) + max(map(len, suf)), window, pack)
     bs = _subject_batches(pre, suf, mode, batch_size, token_budget)
-    bs = [b for j, b in enumerate(bs) if keep is None or j in keep]
-    return _run_batches(model, mode, pre, suf, bs, letter_ids, tok.pad_token_id or 0), len(pre), suf, mode
+    bs, fallbacks = [b for j, b in enumerate(bs) if keep is None or j in keep], {} if fallbacks is None else fallbacks
+    while True:  # an automatic path that fails on a real batch hands the subject to the next exact one
+        try: return _run_batches(model, mode, pre, suf, bs, letter_ids, tok.pad_token_id or 0), len(pre), suf, mode
+        except Exception as e: mode = _fallback(mode, e, strict, s, fallbacks)
+        bs = _rebatch(pre, suf, bs, mode, batch_size, token_budget)
 
 # %% ../nbs/07_evaluation.ipynb #d88ed868
 @contextmanager
@@ -512,10 +538,18 @@ def _switch(model, asked, score, flag, name) -> bool:
 def _fast_options(model, plain, prefix_reuse, cascade="auto", token_budget="auto", pack="auto") -> dict:
     "`score_mmlu`'s options resolved: packing ('auto': on a GPU), else cascade, where each works; the token budget."
     fast, cuda = prefix_reuse and not plain, model_device(model).type == "cuda"
+    strict = tuple(m for m, asked in (("packed", pack), ("cascade", cascade)) if asked is True)  # these raise
     pack = fast and _switch(model, pack if pack != "auto" or cuda else False, score_packed, "pack", "packed suffixes")
     cascade = fast and not pack and _switch(model, cascade, score_cascade, "cascade", "cascade attention")
     if token_budget == "auto": token_budget = 8192 if cuda else 2048
-    return dict(pack=pack, cascade=cascade, token_budget=token_budget, window=_window(model))
+    return dict(pack=pack, cascade=cascade, token_budget=token_budget, window=_window(model), strict=strict)
+
+# %% ../nbs/07_evaluation.ipynb #7e638504
+from .mergeable import MLPMergeableLayer
+
+def _whole_prompts(model) -> bool:
+    "Whether `model` must see whole prompts: an unfused MLP merge's alpha comes from statistics over all of one."
+    return any(isinstance(m, MLPMergeableLayer) for m in model.modules())
 
 # %% ../nbs/07_evaluation.ipynb #d88fe780
 def _padded_tokens(batch, lengths, extra=0) -> int:
@@ -577,22 +611,25 @@ def score_mmlu(model, tok, splits, k=5, batch_size=16, subjects=None, limit=None
                prefetch=True, pack="auto") -> tuple:
     "`(records, stats)`: letter log-probs of the selected evaluation questions, fast path unless `plain`."
     t0, sel = time.perf_counter(), select_questions(splits, subjects, limit, per_subject)
+    prefix_reuse = prefix_reuse and not _whole_prompts(model)
     check_context(model, tok, sel, splits.fewshot, k)  # before any forward pass
     letter_ids, opts = letter_token_ids(tok), _fast_options(model, plain, prefix_reuse, cascade, token_budget, pack)
     recs, st, modes = [], dict(prefix_tokens=0, question_tokens=0, prompt_tokens=0), defaultdict(int)
+    paths, fb = {}, {}  # the path that scored each subject; the fallbacks taken
     units = _my_units(tok, sel, splits.fewshot, k, batch_size, plain, prefix_reuse, opts)  # None: one process
     bar = tqdm(total=sum(map(len, sel.values())), desc="MMLU" + (" (plain)" if plain else ""), disable=not progress)
     with sdpa_gqa(model), compiled_blocks(model, compile and not plain), ThreadPoolExecutor(1) as pool, bar:
         encs = _encodings(tok, sel, splits.fewshot, k, pool if prefetch else None)
         for si, ((s, qs), enc) in enumerate(zip(sel.items(), encs)):
             lp, P, suf, mode = _score_subject(model, tok, s, splits.fewshot[s], qs, k, letter_ids, batch_size, plain,
-                                              prefix_reuse, enc=enc, keep=None if units is None else units[s], **opts)
+                                              prefix_reuse, enc=enc, keep=None if units is None else units[s],
+                                              fallbacks=fb, **opts)
             done, rs = _done(units, s, len(qs)), _records(s, qs, lp)
-            recs += [(si, i, rs[i]) for i in done]; bar.update(len(qs)); modes[mode] += 1
+            recs += [(si, i, rs[i]) for i in done]; bar.update(len(qs)); modes[mode] += 1; paths[s] = mode
             _count_tokens(st, P, suf, done)
     recs, st = _finish(recs, st, t0, model)
     opts = {k: opts[k] for k in ("pack", "cascade", "token_budget")} | dict(compile=compile, prefetch=prefetch)
-    return recs, st | dict(options=opts, subjects_by_mode=dict(modes))
+    return recs, st | dict(options=opts, subjects_by_mode=dict(modes), subject_modes=paths, fallbacks=fb)
 
 # %% ../nbs/07_evaluation.ipynb #a45c82b8
 def _mean(xs): xs = list(xs); return sum(xs) / len(xs) if xs else float("nan")

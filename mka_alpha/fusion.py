@@ -7,15 +7,16 @@ from __future__ import annotations
 import copy, json, shutil, tempfile
 from pathlib import Path
 import torch
-from .models import get_layers
+from .models import block_tensors, get_layers, offload_hook
 from .plans import MergePlan, check_plan, drop, mean_alpha, remove_layers
 from .mergeable import check_same_shape, is_mergeable
 from .training import _set_layers, extract_learned_alphas, wrappers
-from .utils import atomic_folder, model_device, n_params
+from .utils import _hooks, atomic_folder, model_device, n_params
 
 # %% auto #0
-__all__ = ['blend_states', 'load_block_params', 'fuse_blocks', 'fused_state', 'collect_mlp_alphas', 'renumber_layers',
-           'alphas_info', 'saved_alphas', 'fuse_mergeable_layers', 'fuse_plan', 'drop_layers', 'save_fused']
+__all__ = ['blend_states', 'load_block_params', 'copy_block', 'fuse_blocks', 'fused_state', 'collect_mlp_alphas',
+           'renumber_layers', 'alphas_info', 'saved_alphas', 'fuse_mergeable_layers', 'fuse_plan', 'drop_layers',
+           'save_fused']
 
 # %% ../nbs/06_fusion.ipynb #13fc5e8a
 def blend_states(sd_l: dict, sd_m: dict, alpha) -> dict:
@@ -28,23 +29,43 @@ def blend_states(sd_l: dict, sd_m: dict, alpha) -> dict:
     return out
 
 # %% ../nbs/06_fusion.ipynb #671a3454
+def _write_offloaded(module, hook, prefix, sd) -> set:
+    "Point offload `hook` of `module` at a new map holding `sd`'s tensors (cpu); returns the parameter names written."
+    from accelerate.utils import named_module_tensors
+    ps = dict(module.named_parameters(recurse=hook.place_submodules))
+    names = [n for n, _ in named_module_tensors(module, include_buffers=hook.offload_buffers,
+                                                recurse=hook.place_submodules, remove_non_persistent=True)]
+    hook.weights_map = {n: sd[prefix + n].detach().to("cpu", ps[n].dtype) if n in ps else hook.weights_map[n]
+                        for n in names}
+    return {prefix + n for n in ps}
+
 def load_block_params(block, sd: dict):
-    "Copy `sd` into the parameters of `block`, in place."
+    "Copy `sd` into `block`'s parameters: in place, or, where accelerate offloads them, into new maps of their hooks."
+    done = set()
+    for mn, m in block.named_modules():
+        if (h := offload_hook(m)) is not None: done |= _write_offloaded(m, h, f"{mn}." if mn else "", sd)
     with torch.no_grad():
-        for k, p in block.named_parameters(): p.copy_(sd[k])
+        for k, p in block.named_parameters():
+            if k not in done: p.copy_(sd[k])
     return block
+
+# %% ../nbs/06_fusion.ipynb #bd19b43e
+def copy_block(block):
+    "A deep copy of `block`; its accelerate hooks share `block`'s weight maps (`load_block_params` replaces them)."
+    maps = [getattr(h, a, None) for m in block.modules() for h in _hooks(m) for a in ("weights_map", "tied_params_map")]
+    return copy.deepcopy(block, {id(v): v for v in maps if v is not None})
 
 # %% ../nbs/06_fusion.ipynb #82b0c80b
 def fuse_blocks(block_l, block_m, alpha):
     "A new block (a copy of `block_l`) with every parameter `alpha*theta_l + (1-alpha)*theta_m`."
     check_same_shape(block_l, block_m)
-    sd = blend_states(dict(block_l.named_parameters()), dict(block_m.named_parameters()), alpha)
-    return load_block_params(copy.deepcopy(block_l), sd)
+    sd = blend_states(block_tensors(block_l), block_tensors(block_m), alpha)
+    return load_block_params(copy_block(block_l), sd)
 
 # %% ../nbs/06_fusion.ipynb #2a0bc60e
 def fused_state(layer) -> dict:
     "The parameters a wrapper (or plain block) stands for after fusion, as `{name: tensor}`."
-    if not is_mergeable(layer): return {k: p.detach() for k, p in layer.named_parameters()}
+    if not is_mergeable(layer): return {k: p.detach() for k, p in block_tensors(layer).items()}
     return blend_states(fused_state(layer.layer_l), fused_state(layer.layer_m), layer.param_alphas())
 
 # %% ../nbs/06_fusion.ipynb #f3a68f48
@@ -101,7 +122,7 @@ def fuse_mergeable_layers(model, copy_blocks=True) -> dict:
         kept.append(pos[id(block)])
         if is_mergeable(layer):
             sd = fused_state(layer)
-            block = load_block_params(copy.deepcopy(block) if copy_blocks else block, sd)
+            block = load_block_params(copy_block(block) if copy_blocks else block, sd)
         new.append(block)
     _set_layers(model, new); renumber_layers(model, kept, st.original_layer_types)
     if st.hook is not None: st.hook.remove()
@@ -114,7 +135,8 @@ def fuse_plan(model, plan, alphas=0.5, similarity=None, label="fixed"):
     layers = list(get_layers(model)); plan = check_plan(plan, len(layers))
     alphas = [alphas] * len(plan) if isinstance(alphas, (int, float, dict)) else list(alphas)
     if len(alphas) != len(plan): raise ValueError(f"{len(alphas)} alphas for a plan of {len(plan)} pairs.")
-    cur = {i: dict(b.named_parameters()) for i, b in enumerate(layers)}
+    named = {i for p in plan for i in p}  # offloaded blocks are read (from memory or disk) only where merged
+    cur = {i: block_tensors(b) if i in named else None for i, b in enumerate(layers)}
     for (l, m), a in zip(plan, alphas):
         check_same_shape(layers[l], layers[m]); cur[l] = blend_states(cur[l], cur.pop(m), a)
     for l in {l for l, _ in plan} & cur.keys(): load_block_params(layers[l], cur[l])

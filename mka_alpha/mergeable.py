@@ -5,17 +5,20 @@
 # %% ../nbs/04_mergeable.ipynb #c9f12eb2
 from __future__ import annotations
 import math
+from contextlib import contextmanager
 import torch
 from torch import nn
 import torch.nn.functional as F
 from fastcore.basics import patch
 from torch.func import functional_call
 from torch.utils.checkpoint import checkpoint
+from .models import block_tensors, offload_hook
+from .utils import compute_device
 
 # %% auto #0
 __all__ = ['MODES', 'check_alpha_init', 'MergeBase', 'is_mergeable', 'param_shapes', 'check_same_shape', 'MergeableLayer',
-           'sample_stats', 'MLPMergeableLayer', 'weight_groups', 'WeightMergeableLayer', 'create_mergeable_layer',
-           'attach_padding_mask_hook']
+           'sample_stats', 'MLPMergeableLayer', 'weight_groups', 'WeightMergeableLayer', 'weights_passed',
+           'create_mergeable_layer', 'attach_padding_mask_hook']
 
 # %% ../nbs/04_mergeable.ipynb #1d899549
 def _hidden(out): return out[0] if isinstance(out, tuple) else out
@@ -271,7 +274,8 @@ def alphas(self: WeightMergeableLayer) -> dict:
 
 # %% ../nbs/04_mergeable.ipynb #66b6a78d
 def _params(layer) -> dict:
-    return layer.fused_params() if is_mergeable(layer) else dict(layer.named_parameters())
+    "A wrapper's fused parameters, or a block's own where it computes (offloaded ones read through their hooks)."
+    return layer.fused_params() if is_mergeable(layer) else block_tensors(layer, compute_device(layer))
 
 @patch
 def fused_params(self: WeightMergeableLayer) -> dict:
@@ -284,10 +288,20 @@ def fused_params(self: WeightMergeableLayer) -> dict:
     return out
 
 # %% ../nbs/04_mergeable.ipynb #7e1b0577
+@contextmanager
+def weights_passed(block):
+    "Within the block, accelerate's offload hooks under `block` move the inputs but leave its weights to the caller."
+    hooks = [h for m in block.modules() if (h := offload_hook(m)) is not None]
+    for h in hooks: h.offload = False
+    try: yield block
+    finally:
+        for h in hooks: h.offload = True
+
 @patch
 def _forward(self: WeightMergeableLayer, hidden_states, *args, **kwargs):
-    "The anchor block's code run with `fused_params()`."
-    return functional_call(self.anchor, self.fused_params(), (hidden_states, *args), kwargs)
+    "The anchor block's code run with `fused_params()` (offloaded: its hooks must not load the unfused weights)."
+    params = self.fused_params()  # read before the anchor's hooks are told to pass
+    with weights_passed(self.anchor): return functional_call(self.anchor, params, (hidden_states, *args), kwargs)
 
 # %% ../nbs/04_mergeable.ipynb #54975422
 @patch
@@ -328,16 +342,17 @@ def create_mergeable_layer(layer_l, layer_m, alpha_init=0.5, mode="simple", pair
     "A wrapper merging `layer_m` into `layer_l`: `mode` is `'simple'`, `'mlp'` or `'weight'` (kwargs go to its class)."
     cls = dict(simple=MergeableLayer, mlp=MLPMergeableLayer, weight=WeightMergeableLayer).get(mode)
     if cls is None: raise ValueError(f"Unknown merge mode {mode!r}; valid modes: {', '.join(MODES)}.")
-    dev, w = next(layer_l.parameters()).device, cls(layer_l, layer_m, alpha_init=alpha_init, pair=pair, **kwargs)
-    for p in w.alpha_parameters(): p.data = p.data.to(dev)  # alphas live beside block l; the blocks stay where they are
+    dev, w = compute_device(layer_l), cls(layer_l, layer_m, alpha_init=alpha_init, pair=pair, **kwargs)
+    for p in w.alpha_parameters(): p.data = p.data.to(dev)  # alphas live where block l computes; blocks stay put
     return w
 
 # %% ../nbs/04_mergeable.ipynb #bda862c3
 def attach_padding_mask_hook(model):
-    "Copy the 2-D `attention_mask` of every `model(...)` call into its wrappers' `padding_mask`; returns the handle."
+    "Copy the 2-D `attention_mask` of every decoder call into its wrappers' `padding_mask`; returns the handle."
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else model  # also fires when called directly
     def hook(module, args, kwargs):
         mask = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
-        mask = mask if mask is not None and mask.dim() == 2 else None
+        mask = mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None  # a BlockMask has no dim
         for w in module.modules():
             if is_mergeable(w): w.padding_mask = mask
-    return model.register_forward_pre_hook(hook, with_kwargs=True)
+    return decoder.register_forward_pre_hook(hook, with_kwargs=True)

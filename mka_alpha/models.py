@@ -4,16 +4,17 @@
 
 # %% ../nbs/00_models.ipynb #6fa53907
 from __future__ import annotations
-import importlib.util, json, os, shutil, tempfile, time, warnings
+import atexit, importlib.util, json, os, shutil, tempfile, time, warnings
 from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
-from .utils import atomic_folder
+from .utils import _hooks, atomic_folder, compute_device
 
 # %% auto #0
 __all__ = ['DEFAULT_MODEL', 'TINY_MODEL', 'SUPPORTED_FAMILIES', 'DEVICE_MAP_STRATEGIES', 'default_device_dtype', 'cache_dir',
            'smollm2_gguf', 'convert_gguf', 'default_model_dir', 'tiny_llama_config', 'tiny_llama', 'get_layers',
-           'model_num_layers', 'parse_max_memory', 'parse_device_map', 'placement', 'load_model']
+           'model_num_layers', 'parse_max_memory', 'parse_device_map', 'offload_hook', 'is_offloaded', 'block_tensors',
+           'new_offload_dir', 'placement', 'load_model']
 
 # %% ../nbs/00_models.ipynb #c1281a6b
 def default_device_dtype(device=None, dtype=None):
@@ -87,7 +88,7 @@ def tiny_llama(seed=0, **kwargs) -> LlamaForCausalLM:
     return LlamaForCausalLM(tiny_llama_config(**kwargs)).eval()
 
 # %% ../nbs/00_models.ipynb #4ab67c06
-SUPPORTED_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text")
+SUPPORTED_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3", "olmo2")
 
 # %% ../nbs/00_models.ipynb #befd2809
 def get_layers(model) -> torch.nn.ModuleList:
@@ -163,16 +164,43 @@ def parse_device_map(spec):
                                                  'JSON such as \'{"": "cpu"}\', or a .json file holding one.')
     return m
 
+# %% ../nbs/00_models.ipynb #9b773c06
+def offload_hook(module):
+    "The accelerate hook keeping `module`'s own weights offloaded (on meta between forwards), or None."
+    hs = [h for h in _hooks(module) if getattr(h, "offload", False) and getattr(h, "weights_map", None) is not None]
+    return hs[0] if hs else None
+
+def is_offloaded(module) -> bool:
+    "Whether accelerate offloads a weight of `module` or of a submodule."
+    return any(offload_hook(m) is not None for m in module.modules())
+
+# %% ../nbs/00_models.ipynb #04adb6c7
+def block_tensors(block, device=None) -> dict:
+    "`{name: tensor}` of `block`'s parameters (offloaded ones read via their accelerate hooks), on `device`."
+    out = dict(block.named_parameters())
+    for mn, m in block.named_modules():
+        h = offload_hook(m)
+        for n, p in (m.named_parameters(recurse=h.place_submodules) if h else []):
+            if p.device.type == "meta": out[f"{mn}.{n}" if mn else n] = h.weights_map[n].to(p.dtype)
+    return {k: t if device is None else t.to(device) for k, t in out.items()}
+
+# %% ../nbs/00_models.ipynb #643a77fa
+def new_offload_dir(parent=None) -> str:
+    "A fresh folder for accelerate's disk offload (under `parent`, else the temp dir), removed when Python exits."
+    d = tempfile.mkdtemp(prefix="mka_offload_", dir=parent)
+    atexit.register(shutil.rmtree, d, ignore_errors=True)
+    return d
+
 # %% ../nbs/00_models.ipynb #5d9d2dc3
 def placement(model) -> dict:
-    "Where the model's parts are: `{module: device}` for the embedding, each decoder block, the final norm and head."
+    "Where the model's parts compute, `{module: device}`: embedding, blocks, head; `(offloaded)` marks accelerate's."
     parts = {"model.embed_tokens": model.get_input_embeddings(), "lm_head": model.get_output_embeddings()}
     parts |= {f"model.layers.{i}": b for i, b in enumerate(get_layers(model))}
-    dev = lambda m: str(next(m.parameters()).device) if any(True for _ in m.parameters()) else "-"
+    dev = lambda m: f"{compute_device(m)}{' (offloaded)' if is_offloaded(m) else ''}" if list(m.parameters()) else "-"
     return {k: dev(m) for k, m in parts.items()}
 
 # %% ../nbs/00_models.ipynb #fd66a0d6
-def _dispatch(model, device_map, max_memory=None):
+def _dispatch(model, device_map, max_memory=None, offload_folder=None):
     "Place a model built in memory by `device_map` (a strategy is resolved with `infer_auto_device_map`)."
     from accelerate import dispatch_model, infer_auto_device_map
     from accelerate.utils import get_balanced_memory
@@ -181,21 +209,29 @@ def _dispatch(model, device_map, max_memory=None):
         if device_map != "sequential": max_memory = get_balanced_memory(model, max_memory, no_split_module_classes=ns,
                                                                          low_zero=device_map == "balanced_low_0")
         device_map = infer_auto_device_map(model, max_memory, no_split_module_classes=ns)
-    return dispatch_model(model, device_map)
+    return dispatch_model(model, device_map, offload_dir=offload_folder)
 
 # %% ../nbs/00_models.ipynb #f0e464ce
+def _placement_kw(device_map, max_memory, offload_folder) -> dict:
+    "The placement keywords of `from_pretrained` / `_dispatch`: a fresh offload folder where weights may go to disk."
+    if device_map is None: return {}
+    disk = not isinstance(device_map, dict) or "disk" in map(str, device_map.values())
+    folder = new_offload_dir(offload_folder) if disk else None
+    return dict(device_map=device_map, max_memory=max_memory, offload_folder=folder)
+
+# %% ../nbs/00_models.ipynb #2c3380f1
 def load_model(name_or_path=DEFAULT_MODEL, device=None, dtype=None, local_files_only=None, device_map=None,
-               max_memory=None, **tiny_kwargs):
+               max_memory=None, offload_folder=None, **tiny_kwargs):
     "`(model, tokenizer)` of `'smollm2-135m'` (embedded default), `'tiny-llama'` (random, tests), any HF id / folder."
     device, dtype = default_device_dtype(device, dtype)
     name, device_map, max_memory = str(name_or_path), parse_device_map(device_map), parse_max_memory(max_memory)
     if local_files_only is None: local_files_only = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
+    kw = _placement_kw(device_map, max_memory, offload_folder)
     if name == TINY_MODEL:
         tok = _tokenizer(default_model_dir())
         model = tiny_llama(**({"vocab_size": len(tok)} | tiny_kwargs)).to(dtype)
-        model = _dispatch(model, device_map, max_memory) if device_map is not None else model
+        model = _dispatch(model, **kw) if device_map is not None else model
     else:
-        placement = dict(device_map=device_map, max_memory=max_memory) if device_map is not None else {}
         path = str(default_model_dir()) if name == DEFAULT_MODEL else name
-        model, tok = _from_pretrained(path, dtype, local_files_only, **placement)
+        model, tok = _from_pretrained(path, dtype, local_files_only, **kw)
     return (model if device_map is not None else model.to(device)).eval(), tok

@@ -11,7 +11,7 @@ import torch
 
 # %% auto #0
 __all__ = ['USER_ERRORS', 'CommandParser', 'command_errors', 'flag_error', 'at_least', 'atomic_write', 'atomic_folder',
-           'n_params', 'model_device', 'format_subject', 'mmlu_header', 'fmt_value', 'text_table']
+           'n_params', 'compute_device', 'model_device', 'format_subject', 'mmlu_header', 'fmt_value', 'text_table']
 
 # %% ../nbs/00_utils.ipynb #3f9b786d
 USER_ERRORS = (ValueError, FileNotFoundError, ImportError)
@@ -89,10 +89,25 @@ def n_params(model) -> int:
     "Number of parameters (tied weights counted once)."
     return sum(p.numel() for p in model.parameters())
 
+# %% ../nbs/00_utils.ipynb #182e4350
+def _hooks(module) -> list:
+    "The accelerate hooks on `module` itself (a `SequentialHook` unpacked)."
+    h = getattr(module, "_hf_hook", None)
+    return [] if h is None else list(getattr(h, "hooks", [h]))
+
+def compute_device(module) -> torch.device:
+    "Where `module` computes: an accelerate hook's `execution_device` (offloaded weights: meta), else its weights'."
+    for m in module.modules():
+        d = next((h.execution_device for h in _hooks(m) if getattr(h, "execution_device", None) is not None), None)
+        if d is not None: return torch.device("cuda", d) if isinstance(d, int) else torch.device(d)  # 0: GPU 0
+    t = next(iter([*module.parameters(), *module.buffers()]), None)
+    return torch.device("cpu") if t is None else t.device
+
+# %% ../nbs/00_utils.ipynb #8479f47e
 def model_device(model) -> torch.device:
-    "The device `model` takes its input on: its input embedding's (or its first parameter's)."
+    "The device `model` takes its input on: where its input embedding (or, lacking one, the model) computes."
     emb = getattr(model, "get_input_embeddings", lambda: None)()
-    return (emb.weight if emb is not None else next(model.parameters())).device
+    return compute_device(emb if emb is not None else model)
 
 # %% ../nbs/00_utils.ipynb #dc3beb84
 def format_subject(subject): return " ".join(subject.split("_"))

