@@ -19,7 +19,7 @@ from .evaluation import evaluate_model, option, like, flags_parser, test_flags
 from .experiments import (RunConfig, METHODS, SEED_METHODS, check_methods, similarity_assets, dense_assets,
                                    make_plan, compress, run_experiments, run_ablation, report_folder, TRAINED,
                                    run_sweep, report_sweep, is_sweep)
-from .plots import plot_training
+from .plots import training_figure, plot_ablation
 
 # %% auto #0
 __all__ = ['RUN_FLAGS', 'EVALUATE_NAMES', 'PipelineFlags', 'pipeline_parser', 'check_model_flags', 'check_run_flags',
@@ -98,7 +98,7 @@ def save_pipeline(out, cfg: RunConfig, method, model, tok, info, hist) -> None:
     "Write the fused model (`model/`), `learned_alphas.json` beside it, and the training plot of a trained method."
     info["config"] = asdict(cfg); save_fused(model, tok, out/"model", info)
     shutil.copy(out/"model"/"learned_alphas.json", out/"learned_alphas.json")
-    if hist is not None: plot_training(hist, info.get("pairs", []), out/"plots"/"training.png", title=method)
+    if hist is not None: training_figure(hist, path=out/"plots"/"training.png", title=method)
 
 def run_pipeline(cfg: RunConfig, method: str, evaluate=False) -> dict:
     "Compress with `method` and write model, `learned_alphas.json`, similarity matrix and plots into `cfg.output_dir`."
@@ -189,4 +189,5 @@ def evaluate_methods_main(argv=None):
         dist_env("gloo")  # under torchrun the processes share the method runs, one GPU each
         if len(plans) > 1 or len(ks) > 1: run_sweep(cfg, methods, plans, ks, a.seeds, a.overwrite, a.jobs)
         else: run_experiments(dataclasses.replace(cfg, plan=plans[0]), methods, a.overwrite, seeds=a.seeds)
-        if a.ablation and is_main(): run_ablation(cfg, overwrite=a.overwrite)
+        if a.ablation and is_main():
+            plot_ablation(run_ablation(cfg, overwrite=a.overwrite), Path(cfg.output_dir)/"ablation"/"ablation.png")

@@ -19,8 +19,8 @@ from .plans import (MergePlan, PLANS, build_plan, check_plan_name, shortgpt, rem
 from .training import (DEFAULT_LR, DEFAULT_STEPS, ALPHA_INIT_STRATEGIES, replace_layers_with_mergeable,
                                 train_alpha_parameters)
 from .fusion import fuse_plan, drop_layers, fuse_mergeable_layers, collect_mlp_alphas, save_fused
-from .evaluation import (evaluate_model, dense_reference, heldout_sources, heldout_measures, load_placed, option, like,
-                                  SharedFlags)
+from .evaluation import (evaluate_model, dense_reference, heldout_sources, heldout_measures, load_placed,
+                                  option, like, SharedFlags)
 from .utils import atomic_write, fmt_value, text_table, at_least
 from fastcore.basics import patch
 from .distributed import dist_env, is_main, all_gather, solo
@@ -643,14 +643,12 @@ def ablation_configs(cfg: RunConfig, steps=ABLATION_STEPS, lrs=ABLATION_LRS) -> 
 
 # %% ../nbs/08_experiments.ipynb #1b75d4e3
 def run_ablation(cfg: RunConfig, steps=ABLATION_STEPS, lrs=ABLATION_LRS, overwrite=False, verbose=True) -> dict:
-    "Run the `learned` ablation sweep; writes `ablation/results.json`, a table and `ablation/ablation.png`."
-    from mka_alpha.plots import plot_ablation
+    "Run the `learned` ablation sweep; writes `ablation/results.json`, prints a table, returns the rows by point name."
     prepare_shared(cfg); rows = {}
     for name, c in ablation_configs(cfg, steps, lrs).items():
         st = run_method("learned", c, overwrite)
         point = dict(steps=c.alpha_training_steps, lr=c.alpha_learning_rate)
         rows[name] = point | combine_results(c.output_dir, [st])["learned"]
     out = Path(cfg.output_dir)/"ablation"; atomic_write(out/"results.json", json.dumps(rows, indent=2))
-    plot_ablation(rows, out/"ablation.png")
     if verbose: print(comparison_table(rows))
     return rows

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from matplotlib.figure import Figure
 from .utils import CommandParser, command_errors, atomic_write
 from .evaluation import option, flags_parser
+from .experiments import is_sweep
 
 # %% auto #0
-__all__ = ['RESULT_FIGURES', 'save_figure', 'training_figure', 'plot_training', 'load_results', 'bar_errors', 'plot_accuracy',
-           'learned_alphas', 'plot_alpha_hist', 'plot_alpha_vs_similarity', 'plot_categories', 'plot_losses',
-           'plot_results', 'PlotFlags', 'plot_parser', 'plot_main', 'plot_ablation', 'curve', 'plot_curves',
-           'plot_plans', 'plot_sweep']
+__all__ = ['RESULT_FIGURES', 'save_figure', 'training_figure', 'load_results', 'bar_errors', 'plot_accuracy', 'learned_alphas',
+           'plot_alpha_hist', 'plot_alpha_vs_similarity', 'plot_categories', 'plot_losses', 'plot_results', 'PlotFlags',
+           'plot_parser', 'plot_main', 'plot_ablation', 'curve', 'plot_curves', 'plot_plans', 'plot_sweep']
 
 # %% ../nbs/09_plots.ipynb #93524905
 def save_figure(fig, path=None) -> Figure:
@@ -30,9 +30,10 @@ def save_figure(fig, path=None) -> Figure:
     plt.close(fig); return fig
 
 # %% ../nbs/09_plots.ipynb #87751d09
-def training_figure(hist, pairs=(), path=None, title="") -> Figure:
-    "Loss curve and alpha trajectory per pair of a training history (a `TrainHistory` or its dict)."
-    h = hist if isinstance(hist, dict) else dict(loss=hist.loss, alphas=hist.alphas)
+def training_figure(hist, pairs=None, path=None, title="") -> Figure:
+    "Loss and alpha per pair per step of a `TrainHistory` (or its dict; `pairs`: its own); saved to `path` if given."
+    h = hist if isinstance(hist, dict) else dict(loss=hist.loss, alphas=hist.alphas, pairs=hist.pairs)
+    pairs = (h.get("pairs") or ()) if pairs is None else pairs
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
     a.plot(h["loss"]); a.set(xlabel="step", ylabel="loss", title=f"{title} loss".strip())
     al = np.asarray(h["alphas"], dtype=float)
@@ -41,11 +42,6 @@ def training_figure(hist, pairs=(), path=None, title="") -> Figure:
     b.set(xlabel="step", ylabel="alpha", title="alpha per pair", ylim=(0, 1))
     if len(pairs): b.legend(fontsize=6, ncol=2)
     return save_figure(fig, path)
-
-# %% ../nbs/09_plots.ipynb #a802f944
-def plot_training(hist, pairs=(), path="training.png", title="") -> Path:
-    "`training_figure` written to `path`; returns the path (the method notebooks show it as an image)."
-    training_figure(hist, pairs, path, title); return Path(path)
 
 # %% ../nbs/09_plots.ipynb #abb3bd2c
 def load_results(results_dir) -> dict:
@@ -95,21 +91,23 @@ def learned_alphas(comb) -> dict:
     return out
 
 # %% ../nbs/09_plots.ipynb #b534d3a3
-def plot_alpha_hist(comb, path) -> Path:
+def plot_alpha_hist(comb, path=None) -> Figure:
     "Histogram of the fused alphas of each trained method."
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for m, (_, a, _) in learned_alphas(comb).items(): ax.hist(a, bins=np.linspace(0, 1, 21), alpha=0.6, label=m)
     ax.set(xlabel="fused alpha", ylabel="pairs"); ax.legend(fontsize=8); return save_figure(fig, path)
 
-def plot_alpha_vs_similarity(comb, path) -> Path:
-    "Learned alpha against S_lm per pair, with Pearson's r in the legend."
-    fig, ax = plt.subplots(figsize=(4.5, 4))
-    for m, (_, a, s) in learned_alphas(comb).items():
+# %% ../nbs/09_plots.ipynb #8a3e21c3
+def plot_alpha_vs_similarity(series, path=None) -> Figure:
+    "Learned alpha against S_lm per pair of each `{label: (pairs, alphas, s_lm)}` series (or of a `load_results` dict)."
+    if "details" in series: series = learned_alphas(series)
+    fig, ax = plt.subplots(figsize=(4.5, 4)); ax.plot([0, 1], [0, 1], c="0.7", lw=1, label="alpha = S_lm")
+    for label, (pairs, a, s) in series.items():
         if s is None: continue
-        r = pearson(s, a)
-        ax.scatter(s, a, label=f"{m} (r={r:.2f})")
-    ax.plot([0, 1], [0, 1], c="0.7", lw=1)
-    ax.set(xlabel="similarity S_lm", ylabel="learned alpha", xlim=(0, 1), ylim=(0, 1))
+        ax.scatter(s, a, label=f"{label} (r = {pearson(s, a):.2f})")
+        for p, x, y in zip(pairs, s, a):
+            ax.annotate(str(tuple(p)), (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set(xlabel="similarity S_lm", ylabel="learned alpha", xlim=(0, 1), ylim=(0, 1), title="learned alpha vs S_lm")
     ax.legend(fontsize=8); return save_figure(fig, path)
 
 # %% ../nbs/09_plots.ipynb #452b55a2
@@ -163,7 +161,6 @@ def plot_parser() -> CommandParser: return flags_parser("mka-plot", plot_results
 def plot_main(argv=None):
     "Console entry `mka-plot --results_dir DIR`: the comparison figures of a results folder (paths printed)."
     p = plot_parser(); a = p.parse_args(argv)
-    from mka_alpha.experiments import is_sweep
     with command_errors(p, a.debug):
         if not (Path(a.results_dir)/"results.json").exists(): raise FileNotFoundError(
             f"--results_dir: {a.results_dir} holds no results.json: give the --output_dir of a finished mka-evaluate.")
