@@ -36,6 +36,7 @@ def variant(name, model, tok, splits, per_subject, pack):
     "Score twice (the first compiles); `(records, row)` of the second, with the paths taken and the warnings given."
     kw = dict(pack=pack if name != "cascade" else False, per_subject=per_subject, progress=False)
     old = dict(ev._FLEX_OPTIONS)
+    torch._dynamo.reset()  # each variant compiles afresh: toggling kernel options would exhaust dynamo's recompile limit
     if name == "decoding": ev._FLEX_OPTIONS.clear()
     try:
         with warnings.catch_warnings(record=True) as w:
