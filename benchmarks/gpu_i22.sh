@@ -41,7 +41,7 @@ m = build_random(llama8b_config(), "cuda")
 m.save_pretrained(out); AutoTokenizer.from_pretrained(".gpu/common/smol_tok").save_pretrained(out); print("saved", out)
 EOF
     /usr/bin/time -v python3 -c "from mka_alpha.cli import pipeline_main as m; m()" --model_path "$out/llama8b" \
-      --use_learnable_alpha --merge_mode weight --num_layer 8 --num_training_steps 100 --evaluate --eval_limit 2000 \
+      --use_learnable_alpha --merge_mode weight --num_layer 8 --alpha_training_steps 100 --evaluate --eval_limit 2000 \
       --dtype bfloat16 --output_dir "$out/pipe8b" 2>&1 | tail -40 | tee -a "$out/pipeline8b.log"
     rm -rf "$out/llama8b" "$out/pipe8b"/*.safetensors ;;
   makerun)
