@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from .models import DEFAULT_MODEL, get_layers, model_num_layers, parse_device_map, parse_max_memory
 from .plans import PLANS, check_plan_name, resolve_num_layer
-from .data import PROTOCOLS, check_data_dir, read_calibration_data
+from .data import PROTOCOLS, check_data_dir, read_calibration_data, check_subjects
 from .similarity import load_similarity_matrix
 from .utils import CommandParser, command_errors, flag_error, at_least
 from .distributed import dist_env, is_main
@@ -29,7 +29,8 @@ __all__ = ['RUN_FLAGS', 'EVALUATE_NAMES', 'PipelineFlags', 'pipeline_parser', 'c
 
 # %% ../nbs/10_cli.ipynb #402b2942
 RUN_FLAGS = ("model_path", "data_dir", "similarity_matrix", "plan", "loss", "seed", "alpha_init_strategy", "eval_limit",
-             "ntrain", "protocol", "calibration_data", "device", "dtype", "device_map", "max_memory", "heldout_tokens")
+             "ntrain", "protocol", "calibration_data", "device", "dtype", "device_map", "max_memory", "heldout_tokens",
+             "subjects")
 
 @dataclass
 class PipelineFlags:
@@ -58,10 +59,11 @@ def check_model_flags(cfg: RunConfig) -> int:
 
 # %% ../nbs/10_cli.ipynb #4b1fec38
 def check_run_flags(cfg: RunConfig) -> int:
-    "Check the model, data, calibration corpus and similarity matrix of `cfg` (nothing loaded); the block count."
+    "Check the model, data, calibration corpus, subjects, similarity matrix of `cfg` (nothing loaded); block count."
     L = check_model_flags(cfg); flag_error("--data_dir", check_data_dir, cfg.data_dir)
     if cfg.protocol == "standard": flag_error("--protocol", lambda: cfg.splits())
     if cfg.calibration_data: flag_error("--calibration_data", read_calibration_data, cfg.calibration_data)
+    if cfg.subjects is not None: flag_error("--subjects", check_subjects, cfg.subjects)
     if cfg.similarity_matrix and Path(cfg.similarity_matrix).exists():  # a new path: computed and saved there
         flag_error("--similarity_matrix", load_similarity_matrix, cfg.similarity_matrix, L)
     return L
@@ -110,7 +112,8 @@ def run_pipeline(cfg: RunConfig, method: str, evaluate=False) -> dict:
     model, info, hist = compress(method, model, tok, plan, S, bi, splits, cfg, dense)
     save_pipeline(out, cfg, method, model, tok, info, hist)
     if evaluate: info["results"] = evaluate_model(model, tok, splits, k=cfg.ntrain, limit=cfg.eval_limit, dense=dense,
-                                                  out_dir=out, heldout_tokens=cfg.heldout_tokens, progress=False)
+                                                  out_dir=out, heldout_tokens=cfg.heldout_tokens, progress=False,
+                                                  subjects=cfg.subjects)
     return info
 
 # %% ../nbs/10_cli.ipynb #1d9f4a95
@@ -132,7 +135,7 @@ class EvaluateFlags:
     num_layer: list[int] | None = option(None, "blocks to remove; several values make a sweep", nargs="+")
     target_compression: list[float] | None = option(None, "alternative to --num_layer: ratios", nargs="+")
     plans: list[str] | None = option(None, f"several plans make a sweep (any of {', '.join(PLANS)})", nargs="+")
-    jobs: int = option(1, "method notebooks run at once in a sweep", type=at_least(1))
+    jobs: int = option(1, "method notebooks run at once", type=at_least(1))
     no_save_model: bool = option(False, "do not keep each run's fused model folder (disk)")
     methods: list[str] | None = option(None, f"any of {', '.join(METHODS)} (default: the seeds' methods)", nargs="+")
     overwrite: bool = option(False, "re-run finished methods")
@@ -188,6 +191,7 @@ def evaluate_methods_main(argv=None):
         cfg, methods = evaluate_config(a); plans, ks = sweep_points(a, cfg, check_run_flags(cfg))
         dist_env("gloo")  # under torchrun the processes share the method runs, one GPU each
         if len(plans) > 1 or len(ks) > 1: run_sweep(cfg, methods, plans, ks, a.seeds, a.overwrite, a.jobs)
-        else: run_experiments(dataclasses.replace(cfg, plan=plans[0]), methods, a.overwrite, seeds=a.seeds)
+        else: run_experiments(dataclasses.replace(cfg, plan=plans[0]), methods, a.overwrite, seeds=a.seeds,
+                              jobs=a.jobs)
         if a.ablation and is_main():
             plot_ablation(run_ablation(cfg, overwrite=a.overwrite), Path(cfg.output_dir)/"ablation"/"ablation.png")

@@ -20,22 +20,24 @@ from .training import (DEFAULT_LR, DEFAULT_STEPS, ALPHA_INIT_STRATEGIES, replace
                                 train_alpha_parameters)
 from .fusion import fuse_plan, drop_layers, fuse_mergeable_layers, collect_mlp_alphas, save_fused
 from .evaluation import (evaluate_model, dense_reference, heldout_sources, heldout_measures, load_placed,
-                                  option, like, SharedFlags)
-from .utils import atomic_write, fmt_value, text_table, at_least
+                                  option, like, SharedFlags, EvalFlags, encode_subject, select_questions)
+from .utils import atomic_write, fmt_value, text_table, at_least, model_device
 from fastcore.basics import patch
 from .distributed import dist_env, is_main, all_gather, solo
 from .stats import accuracy_ci, compare_records, compare_heldout, seed_spread, fmt_ci, fmt_diff
 
 # %% auto #0
-__all__ = ['FIXED', 'TRAINED', 'METHODS', 'SEED_METHODS', 'DEFAULT_TARGET_COMPRESSION', 'BASELINES', 'RESULT_HEADS', 'PLAN_FREE',
-           'SWEEP_BASELINES', 'ABLATION_STEPS', 'ABLATION_LRS', 'check_methods', 'CompressFlags', 'TrainFlags',
-           'RunConfig', 'shared_dir', 'check_shared_data', 'similarity_assets', 'dense_assets', 'make_plan',
-           'calibration_kl', 'compress', 'method_template', 'absolute_paths', 'run_name', 'run_method', 'run_records',
-           'combine_results', 'check_protocols', 'paired_comparisons', 'seed_summary', 'comparison_table',
-           'comparisons_table', 'seeds_table', 'prepare_shared', 'run_tasks', 'shared_once', 'experiment_tasks',
-           'combine_experiments', 'report', 'finished_runs', 'report_folder', 'run_experiments', 'point_config',
-           'sweep_tasks', 'sweep_runs', 'sweep_table', 'write_sweep', 'kl_table', 'sweep_report', 'run_sweep',
-           'report_sweep', 'is_sweep', 'ablation_configs', 'run_ablation']
+__all__ = ['FIXED', 'TRAINED', 'METHODS', 'SEED_METHODS', 'DEFAULT_TARGET_COMPRESSION', 'BASELINES', 'RESULT_HEADS', 'COSTS',
+           'RUN_OVERHEAD_S', 'PLAN_FREE', 'SWEEP_BASELINES', 'ABLATION_STEPS', 'ABLATION_LRS', 'check_methods',
+           'CompressFlags', 'TrainFlags', 'RunConfig', 'shared_dir', 'check_shared_data', 'similarity_assets',
+           'dense_assets', 'make_plan', 'calibration_kl', 'compress', 'method_template', 'absolute_paths', 'run_name',
+           'run_method', 'run_records', 'combine_results', 'check_protocols', 'paired_comparisons', 'seed_summary',
+           'comparison_table', 'comparisons_table', 'seeds_table', 'fmt_duration', 'progress_line', 'Budget',
+           'estimate_seconds', 'estimate_line', 'token_seconds', 'mmlu_tokens', 'heldout_token_count', 'loader_tokens',
+           'run_budget', 'prepare_shared', 'run_tasks', 'shared_once', 'experiment_tasks', 'combine_experiments',
+           'report', 'finished_runs', 'report_folder', 'run_experiments', 'point_config', 'sweep_tasks', 'sweep_runs',
+           'sweep_table', 'write_sweep', 'kl_table', 'sweep_report', 'run_sweep', 'report_sweep', 'is_sweep',
+           'ablation_configs', 'run_ablation']
 
 # %% ../nbs/08_experiments.ipynb #0c7cacae
 FIXED = {"fixed_05": 0.5, "fixed_07": 0.7}
@@ -88,6 +90,7 @@ class RunConfig(TrainFlags, CompressFlags, SharedFlags):
     heldout_tokens: int = like(SharedFlags, "heldout_tokens", 65536)
     eval_batch_size: int = option(16, "MMLU questions a batch", type=at_least(1))
     save_model: bool = option(True, "keep each run's fused model (models/); sweeps may skip it")
+    subjects: list[str] | None = like(EvalFlags, "subjects")  # scored and held out; calibration keeps all
 
 # %% ../nbs/08_experiments.ipynb #e0d02ba3
 @patch
@@ -146,8 +149,8 @@ def similarity_assets(cfg: RunConfig, model, tok, splits) -> tuple:
 
 # %% ../nbs/08_experiments.ipynb #faf37a9e
 def dense_assets(cfg: RunConfig, model, tok, splits) -> dict:
-    "The dense model's held-out reference (per source: MMLU answers, pydoc prose), cached in `shared_dir`."
-    texts = heldout_sources(splits, tok, heldout_tokens=cfg.heldout_tokens)
+    "The dense model's held-out reference (MMLU answers of `cfg.subjects`, pydoc prose), cached in `shared_dir`."
+    texts = heldout_sources(splits, tok, cfg.subjects, cfg.heldout_tokens)  # the held-out text each run measures
     return dense_reference(model, tok, texts, shared_dir(cfg)/"dense_reference.pt", max_length=cfg.max_length)
 
 # %% ../nbs/08_experiments.ipynb #7c458a80
@@ -248,7 +251,7 @@ def _failure(st, e, seconds, notebook) -> dict:
                      error=(msg[-1] if msg else type(e).__name__)[:500])
 
 # %% ../nbs/08_experiments.ipynb #6df7a0bb
-def run_method(method, cfg: RunConfig, overwrite=False, kernel_name=None, name=None) -> dict:
+def run_method(method, cfg: RunConfig, overwrite=False, kernel_name=None, name=None, on_start=None) -> dict:
     "Execute the method notebook for `method` into `output_dir/<name or method>/run.ipynb`; returns its status record."
     import papermill as pm
     name = name or method; cfg = absolute_paths(cfg); out = Path(cfg.output_dir)/name; res = out/"results.json"
@@ -256,6 +259,7 @@ def run_method(method, cfg: RunConfig, overwrite=False, kernel_name=None, name=N
     if res.exists() and not overwrite: return st | dict(status="skipped (finished)", results=str(res))
     if res.exists(): res.replace(res.with_name("results.prev.json"))  # overwrite: keep the old result aside
     out.mkdir(parents=True, exist_ok=True); t0 = time.perf_counter()
+    if on_start is not None: on_start()  # a run that is not skipped starts here
     params = dict(method=method, config=json.dumps(asdict(cfg)), name=name)
     try:
         pm.execute_notebook(str(method_template()), str(out/"run.ipynb"), parameters=params, cwd=str(out),
@@ -385,11 +389,111 @@ def seeds_table(seeds) -> str:
              " ".join(f"{a['mean']:.2f}±{a['std']:.2f}" for a in s.get("alphas", []))] for m, s in seeds.items()]
     return text_table(["method", "seeds", "acc %", "KL dense", "gold logp", "alphas (mean±std per pair)"], rows)
 
+# %% ../nbs/08_experiments.ipynb #a8a8cc4b
+def fmt_duration(s) -> str:
+    "Seconds as `42 s`, `3 min 5 s` or `1 h 2 min`."
+    s = round(s)
+    if s < 60: return f"{s} s"
+    return f"{s // 60} min {s % 60} s" if s < 3600 else f"{s // 3600} h {s % 3600 // 60} min"
+
+# %% ../nbs/08_experiments.ipynb #3ae359a8
+def progress_line(i, n, name, status, elapsed, seconds=None) -> str:
+    "Run `i` of `n` started or ended (`status`), with its own time (`seconds`) and the time since the start."
+    own = "" if seconds is None else f" in {fmt_duration(seconds)}"
+    return f"[{i}/{n}] {name}: {status}{own} ({fmt_duration(elapsed)} elapsed)"
+
+# %% ../nbs/08_experiments.ipynb #58b1855a
+COSTS = dict(mmlu=3.0, heldout=2.0, training=8.0)  # a token of each step, in plain forward tokens (CPU)
+RUN_OVERHEAD_S = 12.0  # a method notebook's kernel start, imports, model load and saving, on a 2-core CPU
+
+@dataclass
+class Budget:
+    "What a comparison will compute: shared tokens, each pending run's `(name, forward, training)` tokens, and rates."
+    shared_tokens: float = 0  # the similarity pass and the dense reference; 0 when both are in `shared_dir`
+    runs: list = field(default_factory=list)  # forward: MMLU prompts + held-out text (+ a search), costs applied
+    s_per_token: float = 0.0  # seconds a plain forward token takes here (`token_seconds`)
+    run_overhead_s: float = RUN_OVERHEAD_S
+
+# %% ../nbs/08_experiments.ipynb #80dc6ccb
+def estimate_seconds(b: Budget) -> dict:
+    "Seconds of the shared assets, the runs' start-up, evaluation and training, and their `total` (one run at a time)."
+    e = dict(shared=b.shared_tokens * b.s_per_token, start=len(b.runs) * b.run_overhead_s,
+             evaluation=sum(f for _, f, _ in b.runs) * b.s_per_token,
+             training=sum(t for _, _, t in b.runs) * COSTS["training"] * b.s_per_token)
+    return e | dict(total=sum(e.values()))
+
+# %% ../nbs/08_experiments.ipynb #7d015972
+def estimate_line(b: Budget) -> str:
+    "The estimate printed before a comparison: the total in minutes, what it is made of, and that it is an estimate."
+    e, n, tr = estimate_seconds(b), len(b.runs), sum(1 for r in b.runs if r[2])
+    parts = [f"shared assets {fmt_duration(e['shared'])}" if b.shared_tokens else "shared assets reused",
+             f"{n} method runs x {fmt_duration(b.run_overhead_s)} start-up",
+             f"evaluation {fmt_duration(e['evaluation'])}"]
+    if tr: parts.append(f"training {fmt_duration(e['training'])} ({tr} trained)")
+    return (f"Estimate: about {max(1, round(e['total'] / 60))} min on this machine ({'; '.join(parts)}; "
+            f"{1000 * b.s_per_token:.1f} ms a forward token, timed just now). "
+            "Other work on the machine makes it longer.")
+
+# %% ../nbs/08_experiments.ipynb #3f6a6e73
+@torch.no_grad()
+def token_seconds(model, batch=4, n=128, repeats=2) -> float:
+    "Seconds a token takes through `model` here: the best of `repeats` timed forward passes over `batch` x `n` tokens."
+    ids = torch.randint(0, model.config.vocab_size, (batch, n), device=model_device(model))
+    best = float("inf")
+    for i in range(repeats + 1):  # the first pass warms up
+        t = time.perf_counter(); model(input_ids=ids)
+        if ids.is_cuda: torch.cuda.synchronize()
+        if i: best = min(best, time.perf_counter() - t)
+    return best / ids.numel()
+
+# %% ../nbs/08_experiments.ipynb #946458bd
+def mmlu_tokens(cfg: RunConfig, tok, splits) -> int:
+    "Tokens the MMLU scoring of `cfg` feeds a model: each subject's k-shot prefix once, every question's suffix."
+    enc = (encode_subject(tok, s, splits.fewshot[s], qs, cfg.ntrain)
+           for s, qs in select_questions(splits, cfg.subjects, cfg.eval_limit).items())
+    return sum(len(p) + sum(map(len, sfx)) for p, sfx in enc)
+
+# %% ../nbs/08_experiments.ipynb #dbc5e7d7
+def heldout_token_count(cfg: RunConfig, tok, splits) -> int:
+    "Tokens of the held-out text every run measures (`dense_assets`'s texts, cut at `max_length`)."
+    texts = heldout_sources(splits, tok, cfg.subjects, cfg.heldout_tokens)
+    return sum(min(len(tok(t)["input_ids"]), cfg.max_length) for v in texts.values() for t in v)
+
+# %% ../nbs/08_experiments.ipynb #dc2b0227
+def loader_tokens(tok, splits, n, batch_size, max_length, seed=0, steps=None) -> int:
+    "Padded tokens of the calibration loader (`n` texts): one pass, or `steps` batches (cycling)."
+    sizes = [b["input_ids"].numel() for b in prepare_calibration_dataloader(
+        tok, splits.flat("calibration"), n, batch_size, max_length, seed)]
+    return sum(sizes) if steps is None else sum(sizes[i % len(sizes)] for i in range(steps))
+
+# %% ../nbs/08_experiments.ipynb #cd2af07b
+def _shared_cached(cfg: RunConfig) -> bool:
+    "Whether the similarity matrix, Block Influence and dense reference are already in `shared_dir`."
+    s = Path(cfg.similarity_matrix) if cfg.similarity_matrix else shared_dir(cfg)/"similarity_matrix.pkl"
+    return all(f.exists() for f in (s, shared_dir(cfg)/"block_influence.json", shared_dir(cfg)/"dense_reference.pt"))
+
+# %% ../nbs/08_experiments.ipynb #a0603f06
+def run_budget(cfg: RunConfig, tasks, model, tok, splits, overwrite=False) -> Budget:
+    "The `Budget` of `tasks` (`(method, config, name)`) and of `cfg`'s shared assets: token counts, a timed pass."
+    held = COSTS["heldout"] * heldout_token_count(cfg, tok, splits)
+    ev = COSTS["mmlu"] * mmlu_tokens(cfg, tok, splits) + held
+    sim = loader_tokens(tok, splits, cfg.similarity_samples, 8, min(cfg.max_length, 256), cfg.seed)
+    train = loader_tokens(tok, splits, cfg.calibration_samples, cfg.calibration_batch_size, cfg.max_length, cfg.seed,
+                          cfg.alpha_training_steps)
+    search = (2 * cfg.resolved_num_layer(len(get_layers(model))) + 1) * COSTS["heldout"] * loader_tokens(
+        tok, splits, cfg.drop_best_samples, 1, cfg.max_length, cfg.seed)  # drop_best: each survivor per group
+    left = [(m, n) for m, c, n in tasks if overwrite or not (Path(c.output_dir)/n/"results.json").exists()]
+    runs = [(n, ev + (held if m in ("learned", "learned_mlp") else 0) + (search if m == "drop_best" else 0),
+             train if m in TRAINED else 0) for m, n in left]  # as-trained KL: the held-out text once more
+    return Budget(0 if _shared_cached(cfg) else sim + held, runs, token_seconds(model))
+
 # %% ../nbs/08_experiments.ipynb #ca918083
-def prepare_shared(cfg: RunConfig) -> dict:
-    "Compute (or reuse) the similarity matrix, Block Influence and dense reference in `output_dir`."
-    model, tok = cfg.load(); splits = cfg.splits()
+def prepare_shared(cfg: RunConfig, tasks=None, overwrite=False, verbose=False) -> dict:
+    "Compute (or reuse) the similarity matrix, Block Influence and dense reference; first print `tasks`' estimate."
+    t0 = time.perf_counter(); model, tok = cfg.load(); splits = cfg.splits()
+    if verbose and tasks: print(estimate_line(run_budget(cfg, tasks, model, tok, splits, overwrite)), flush=True)
     S, bi = similarity_assets(cfg, model, tok, splits); dense_assets(cfg, model, tok, splits)
+    if verbose: print(f"shared assets (similarity, dense reference) ready in {fmt_duration(time.perf_counter() - t0)}")
     return dict(num_layers=len(get_layers(model)), plan=make_plan(cfg, S, len(get_layers(model)), bi).to_dict())
 
 # %% ../nbs/08_experiments.ipynb #27cdb6fb
@@ -404,29 +508,32 @@ def _own_gpu():
     for k in _GROUP_ENV: os.environ.pop(k, None)  # a kernel is a one-process run of its own
 
 # %% ../nbs/08_experiments.ipynb #06ef06c8
-def _run_task(task, overwrite):
+def _run_task(task, overwrite, on_start=None):
     "Run one `(method, config, run name)` task; its status record names the task's `output_dir`."
-    m, c, name = task; return run_method(m, c, overwrite, name=name) | dict(output_dir=c.output_dir)
+    m, c, name = task; return run_method(m, c, overwrite, name=name, on_start=on_start) | dict(output_dir=c.output_dir)
 
 # %% ../nbs/08_experiments.ipynb #c288c556
-def run_tasks(tasks, overwrite=False, jobs=1, verbose=True) -> list:
-    "Run method notebooks, `jobs` at a time; under torchrun each process runs its share on its own GPU."
-    rank, world = dist_env()
+def run_tasks(tasks, overwrite=False, jobs=1, verbose=True, t0=None) -> list:
+    "Run method notebooks, `jobs` at a time, a progress line as each starts and ends; under torchrun, one GPU each."
+    rank, world = dist_env(); t0 = time.perf_counter() if t0 is None else t0
     mine, out = [i for i in range(len(tasks)) if i % world == rank], {}
     if world > 1: _own_gpu()
-    with ThreadPoolExecutor(max(1, jobs)) as pool:
-        for i, st in zip(mine, pool.map(_run_task, [tasks[i] for i in mine], [overwrite] * len(mine))):
-            out[i] = st
-            err = f" ({st['error']})" if "error" in st else ""
-            if verbose: print(f"{st['output_dir']}/{st['run']}: {st['status']}{err}", flush=True)
+    one = len({c.output_dir for _, c, _ in tasks}) == 1  # a comparison: the run's name says it; a sweep: its folder
+    label = lambda i: tasks[i][2] if one else f"{tasks[i][1].output_dir}/{tasks[i][2]}"
+    say = lambda i, s, sec=None: verbose and print(
+        progress_line(i + 1, len(tasks), label(i), s, time.perf_counter() - t0, sec), flush=True)
+    def run(i):
+        st = _run_task(tasks[i], overwrite, lambda: say(i, "started"))
+        say(i, st["status"] + (f" ({st['error']})" if "error" in st else ""), st.get("seconds")); return st
+    with ThreadPoolExecutor(max(1, jobs)) as pool: out = dict(zip(mine, pool.map(run, mine)))
     out = {i: st for part in all_gather(out) for i, st in part.items()}  # every process's statuses, in task order
     return [out[i] for i in range(len(tasks))]
 
 # %% ../nbs/08_experiments.ipynb #c987e000
-def shared_once(cfg: RunConfig) -> dict:
-    "`prepare_shared` on one process (rank 0 under torchrun, the others wait for it); its result on every process."
+def shared_once(cfg: RunConfig, **kwargs) -> dict:
+    "`prepare_shared(cfg, **kwargs)` on one process (rank 0 under torchrun, the others wait); its result on all."
     rank, world = dist_env()
-    with solo(): shared = prepare_shared(cfg) if rank == 0 else None
+    with solo(): shared = prepare_shared(cfg, **kwargs) if rank == 0 else None
     if torch.cuda.is_available(): torch.cuda.empty_cache()  # the method kernels need the memory
     return all_gather(shared)[0]
 
@@ -484,18 +591,19 @@ def report_folder(output_dir, write=True, verbose=True) -> dict:
     return combined
 
 # %% ../nbs/08_experiments.ipynb #e533b8cb
-def run_experiments(cfg: RunConfig, methods=SEED_METHODS, overwrite=False, verbose=True, seeds=None) -> dict:
-    """Run every method of `methods` (papermill; the trained ones once per seed of `seeds`), combine into
-    `output_dir/results.json` with intervals, paired comparisons and the spread over seeds, and print the tables."""
-    methods = check_methods(methods); out = Path(cfg.output_dir); out.mkdir(parents=True, exist_ok=True)
+def run_experiments(cfg: RunConfig, methods=SEED_METHODS, overwrite=False, verbose=True, seeds=None, jobs=1) -> dict:
+    """Run every method of `methods` (papermill, `jobs` at once; the trained ones once per seed of `seeds`), combine
+    into `output_dir/results.json` with intervals, paired comparisons and the spread over seeds; print the tables."""
+    t0 = time.perf_counter(); methods = check_methods(methods); out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True); tasks = experiment_tasks(cfg, methods, seeds)
     atomic_write(out/"config.json", json.dumps(asdict(cfg) | dict(seeds=seeds), indent=2))
-    shared = shared_once(cfg)
-    runs = run_tasks(experiment_tasks(cfg, methods, seeds), overwrite, 1, verbose)
+    shared = shared_once(cfg, tasks=tasks, overwrite=overwrite, verbose=verbose)
+    runs = run_tasks(tasks, overwrite, jobs, verbose, t0)
     statuses = [{k: v for k, v in st.items() if k != "output_dir"} for st in runs]
     if not is_main(): return None  # rank 0 combines and reports
     combined = combine_experiments(out, asdict(cfg), shared["plan"], statuses)
     atomic_write(out/"results.json", json.dumps(combined, indent=2))
-    if verbose: print(report(combined))
+    if verbose: print(report(combined) + f"\n\n{len(runs)} method runs in {fmt_duration(time.perf_counter() - t0)}")
     return combined
 
 # %% ../nbs/08_experiments.ipynb #4a4f5ad3
@@ -606,10 +714,11 @@ def sweep_report(combined) -> str:
 # %% ../nbs/08_experiments.ipynb #1e3fd44e
 def run_sweep(cfg: RunConfig, methods, plans, ks, seeds=None, overwrite=False, jobs=1, verbose=True) -> dict:
     "Run `methods` at every `(plan, k)`; write the long table (`results.json`, `results.csv`) and print the report."
-    plans, out = [check_plan_name(p) for p in plans], Path(cfg.output_dir); out.mkdir(parents=True, exist_ok=True)
+    plans, out, t0 = [check_plan_name(p) for p in plans], Path(cfg.output_dir), time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True); tasks = sweep_tasks(cfg, methods, plans, ks, seeds)
     atomic_write(out/"config.json", json.dumps(asdict(cfg) | dict(seeds=seeds, plans=plans, ks=list(ks)), indent=2))
-    shared_once(cfg)
-    statuses = run_tasks(sweep_tasks(cfg, methods, plans, ks, seeds), overwrite, jobs, verbose)
+    shared_once(cfg, tasks=tasks, overwrite=overwrite, verbose=verbose)
+    statuses = run_tasks(tasks, overwrite, jobs, verbose, t0)
     if not is_main(): return None
     combined = dict(config=asdict(cfg), plans=plans, ks=list(ks), runs=statuses) | sweep_table(out, statuses)
     write_sweep(out, combined)
