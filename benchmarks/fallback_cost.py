@@ -14,7 +14,7 @@ import argparse, time, warnings
 from pathlib import Path
 import torch
 from transformers import LlamaConfig
-from mka_alpha import evaluation as ev
+from mka_alpha import scoring
 from mka_alpha.data import load_mmlu, split_mmlu
 from bench_common import build_random, env_info, load_tok, write_json
 
@@ -25,7 +25,7 @@ CHAINS = {"packed -> cascade": ({"packed"}, "cascade"), "packed -> cascade -> pr
 
 def failing(fail):
     "`_run_batches` that runs a failing mode's real work, then raises."
-    real = ev._run_batches
+    real = scoring._run_batches
     def run(model, mode, *args, **kw):
         out = real(model, mode, *args, **kw)
         if mode in fail: raise RuntimeError(f"forced failure of the {mode} path")
@@ -33,8 +33,8 @@ def failing(fail):
     return real, run
 
 def timed(model, tok, splits, n, **kw):
-    ev.score_mmlu(model, tok, splits, per_subject=n, progress=False, **kw)  # warm-up
-    t = time.perf_counter(); recs, st = ev.score_mmlu(model, tok, splits, per_subject=n, progress=False, **kw)
+    scoring.score_mmlu(model, tok, splits, per_subject=n, progress=False, **kw)  # warm-up
+    t = time.perf_counter(); recs, st = scoring.score_mmlu(model, tok, splits, per_subject=n, progress=False, **kw)
     return recs, st, time.perf_counter() - t
 
 def main(argv=None):
@@ -54,11 +54,11 @@ def main(argv=None):
         print(rows[-1], flush=True)
     for chain, (fail, target) in CHAINS.items():
         real, run = failing(fail)
-        ev._run_batches = run
+        scoring._run_batches = run
         try:
             with warnings.catch_warnings(record=True) as w:
                 warnings.simplefilter("always"); recs, st, s = timed(m, tok, splits, a.per_subject, **PATHS["packed"])
-        finally: ev._run_batches = real
+        finally: scoring._run_batches = real
         ref, s_ref = direct[target]
         d = max(abs(x - y) for r1, r2 in zip(recs, ref) for x, y in zip(r1["logprobs"], r2["logprobs"]))
         rows.append(dict(run=f"forced {chain}", seconds=s, over_target_s=s - s_ref, target=target, max_abs_dlogp=d,
