@@ -1,4 +1,4 @@
-"""Trial changes to cascade scoring, as patches of `mka_alpha.evaluation`, for `eval_gpu.py` variants.
+"""Trial changes to cascade scoring, as patches of `mka_alpha.kernels`, for `eval_gpu.py` variants.
 
 The trials that won moved into the library and their patches are gone: one host-device wait per subject (`_to_device`,
 `_run_batches`) and the raised dynamo recompile limits (`compiled_blocks`); the `async*` variants of the
@@ -7,7 +7,7 @@ bring the cascade closer to the plain loop on the real default model).
 """
 from contextlib import contextmanager
 import torch
-import mka_alpha.evaluation as E
+import mka_alpha.kernels as E
 
 @contextmanager
 def f32_merge(on=True):

@@ -46,7 +46,8 @@ import torch
 import transformers
 from transformers import AutoModelForCausalLM
 from mka_alpha.data import load_mmlu, split_mmlu
-from mka_alpha.evaluation import score_mmlu, dense_reference, heldout_measures, heldout_texts
+from mka_alpha.scoring import score_mmlu
+from mka_alpha.heldout import dense_reference, heldout_measures, heldout_texts
 from mka_alpha.similarity import model_similarity, block_influence, check_similarity as validate_similarity
 from mka_alpha.training import replace_layers_with_mergeable, train_alpha_parameters, alpha_parameters
 from mka_alpha.fusion import fuse_mergeable_layers, save_fused, drop_layers

@@ -9,7 +9,10 @@ from pathlib import Path
 import torch
 from mka_alpha.models import load_model
 from mka_alpha.data import load_mmlu, split_mmlu
-from mka_alpha.evaluation import score_mmlu, summarize, heldout_measures, heldout_texts, n_params, save_run
+from mka_alpha.scoring import score_mmlu, summarize
+from mka_alpha.heldout import heldout_measures, heldout_texts
+from mka_alpha.utils import n_params
+from mka_alpha.evaluation import save_run
 
 p = argparse.ArgumentParser()
 p.add_argument("--out", default="benchmarks/results/cpu_smollm2_dense"); p.add_argument("--batch_size", type=int, default=16)

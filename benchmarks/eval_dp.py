@@ -24,7 +24,10 @@ import torch
 import torch.distributed as dist
 from bench_common import build_model, default_device, env_info, load_tok, mem, now, param_checksum, reset_peak, sync, write_json
 from mka_alpha.data import load_mmlu, split_mmlu
-from mka_alpha.evaluation import encode_subject, score_mmlu, select_questions, summarize, save_run, n_params
+from mka_alpha.prompts import encode_subject
+from mka_alpha.scoring import score_mmlu, select_questions, summarize
+from mka_alpha.evaluation import save_run
+from mka_alpha.utils import n_params
 
 def partition(costs: dict, n: int) -> list:
     "Greedy longest-processing-time partition of `{subject: cost}` into `n` lists (each list in the selection's order)."

@@ -34,7 +34,9 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from mka_alpha.data import load_mmlu, split_mmlu
-from mka_alpha.evaluation import score_mmlu, summarize, save_run, evaluate_model, _KERNELS
+from mka_alpha.scoring import score_mmlu, summarize
+from mka_alpha.kernels import _KERNELS
+from mka_alpha.evaluation import save_run, evaluate_model
 from mka_alpha.utils import n_params
 from async_scoring import f32_merge
 from bench_common import build_random, llama8b_config  # benchmarks/ is on sys.path when run as a script

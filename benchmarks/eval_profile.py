@@ -11,7 +11,8 @@ import torch
 from torch.profiler import profile, ProfilerActivity
 from transformers import AutoTokenizer
 from mka_alpha.data import load_mmlu, split_mmlu
-from mka_alpha.evaluation import score_mmlu, _KERNELS
+from mka_alpha.scoring import score_mmlu
+from mka_alpha.kernels import _KERNELS
 from bench_common import build_model, default_device  # benchmarks/ is on sys.path when run as a script
 
 p = argparse.ArgumentParser()

@@ -15,7 +15,7 @@ import argparse, time, warnings
 from pathlib import Path
 import torch
 from transformers import LlamaConfig
-from mka_alpha import evaluation as ev
+from mka_alpha import scoring as ev  # the module that owns score_mmlu, _run_batches and _fast_options
 from mka_alpha.data import load_mmlu, split_mmlu
 from bench_common import build_random, env_info, load_tok, write_json
 

@@ -23,7 +23,7 @@ import torch
 from transformers import AutoModelForCausalLM
 from bench_common import build_model, env_info, load_tok, mem, now, write_json, GIB
 from mka_alpha.data import load_mmlu, split_mmlu, format_prompt
-from mka_alpha.evaluation import score_mmlu, select_questions
+from mka_alpha.scoring import score_mmlu, select_questions
 
 def agreement(r1, r2):
     k = lambda r: (r["subject"], r["index"])

@@ -3,7 +3,7 @@
 
 Variants, each run twice (a warm-up that compiles, then the timed run), on the same questions:
   default    the library's default on a GPU: packed suffixes, FlexAttention's main kernel for every query length
-             (`evaluation._FLEX_OPTIONS`)
+             (`kernels._FLEX_OPTIONS`)
   decoding   packed, with FlexAttention's own kernel choice (its decoding kernel below 128 queries: the landed code);
              where that kernel fails, each subject falls back to the cascade, and this row says what that costs
   cascade    pack=False: the cascade attention, the previous default
@@ -17,7 +17,7 @@ import argparse, time, traceback, warnings
 from pathlib import Path
 import torch
 from transformers import LlamaConfig
-from mka_alpha import evaluation as ev
+from mka_alpha import kernels, scoring
 from mka_alpha.data import load_mmlu, split_mmlu
 from bench_common import build_random, env_info, load_tok, write_json  # benchmarks/ is on sys.path as a script
 
@@ -35,15 +35,15 @@ def compare(recs, ref) -> dict:
 def variant(name, model, tok, splits, per_subject, pack):
     "Score twice (the first compiles); `(records, row)` of the second, with the paths taken and the warnings given."
     kw = dict(pack=pack if name != "cascade" else False, per_subject=per_subject, progress=False)
-    old = dict(ev._FLEX_OPTIONS)
+    old = dict(kernels._FLEX_OPTIONS)
     torch._dynamo.reset()  # each variant compiles afresh: toggling kernel options would exhaust dynamo's recompile limit
-    if name == "decoding": ev._FLEX_OPTIONS.clear()
+    if name == "decoding": kernels._FLEX_OPTIONS.clear()
     try:
         with warnings.catch_warnings(record=True) as w:
             warnings.simplefilter("always")
-            t = time.perf_counter(); ev.score_mmlu(model, tok, splits, **kw); first = time.perf_counter() - t
-            recs, st = ev.score_mmlu(model, tok, splits, **kw)
-    finally: ev._FLEX_OPTIONS.clear(); ev._FLEX_OPTIONS.update(old)
+            t = time.perf_counter(); scoring.score_mmlu(model, tok, splits, **kw); first = time.perf_counter() - t
+            recs, st = scoring.score_mmlu(model, tok, splits, **kw)
+    finally: kernels._FLEX_OPTIONS.clear(); kernels._FLEX_OPTIONS.update(old)
     msgs = sorted({str(x.message)[:300] for x in w if "scoring failed" in str(x.message)})
     return recs, dict(seconds=st["seconds"], first_run_s=first, questions=len(recs), paths=st["subjects_by_mode"],
                       fallbacks=sum(map(len, st["fallbacks"].values())), warnings=msgs)
@@ -65,7 +65,7 @@ def main(argv=None):
         for dt in a.dtypes:
             m = build_random(config(*GEOMETRIES[g], len(tok), a.smoke), dev, getattr(torch, dt))
             for n in a.per_subject:
-                ref, _ = ev.score_mmlu(m, tok, splits, per_subject=n, plain=True, progress=False)
+                ref, _ = scoring.score_mmlu(m, tok, splits, per_subject=n, plain=True, progress=False)
                 for v in a.variants:
                     row = dict(geometry=g, dtype=dt, per_subject=n, variant=v)
                     try:

@@ -33,7 +33,7 @@ from mka_alpha.training import (replace_layers_with_mergeable, train_alpha_param
                                 check_only_alphas_have_grads, DEFAULT_LR, DEFAULT_MLP_LR, DEFAULT_STEPS)
 from mka_alpha.mergeable import is_mergeable
 from mka_alpha.models import get_layers
-from mka_alpha.evaluation import n_params
+from mka_alpha.utils import n_params
 
 def consecutive_pairs(num_layers, n) -> MergePlan:
     "`n` disjoint consecutive pairs ending at block L-2: (L-1-2n, L-2n), ..., (L-3, L-2)."

@@ -19,8 +19,10 @@ from .plans import (MergePlan, PLANS, build_plan, check_plan_name, shortgpt, rem
 from .training import (DEFAULT_LR, DEFAULT_STEPS, ALPHA_INIT_STRATEGIES, replace_layers_with_mergeable,
                                 train_alpha_parameters)
 from .fusion import fuse_plan, drop_layers, fuse_mergeable_layers, collect_mlp_alphas, save_fused
-from .evaluation import (evaluate_model, dense_reference, heldout_sources, heldout_measures, load_placed,
-                                  option, like, SharedFlags, EvalFlags, encode_subject, select_questions)
+from .prompts import encode_subject
+from .scoring import select_questions
+from .heldout import dense_reference, heldout_sources, heldout_measures
+from .evaluation import evaluate_model, load_placed, option, like, SharedFlags, EvalFlags
 from .utils import atomic_write, fmt_value, text_table, at_least, model_device
 from fastcore.basics import patch
 from .distributed import dist_env, is_main, all_gather, solo

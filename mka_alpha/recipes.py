@@ -16,7 +16,8 @@ from .plans import MergePlan, PLANS, mean_alpha
 from .mergeable import MODES
 from .training import replace_layers_with_mergeable, train_alpha_parameters, wrappers
 from .fusion import alphas_info, collect_mlp_alphas, fuse_mergeable_layers, save_fused
-from .evaluation import evaluate_model, dense_reference, heldout_sources
+from .evaluation import evaluate_model
+from .heldout import dense_reference, heldout_sources
 from .experiments import RunConfig, similarity_assets, make_plan, compress
 from .utils import text_table
 from .plots import save_figure, training_figure, plot_alpha_vs_similarity
