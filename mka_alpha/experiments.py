@@ -405,8 +405,8 @@ def progress_line(i, n, name, status, elapsed, seconds=None) -> str:
     return f"[{i}/{n}] {name}: {status}{own} ({fmt_duration(elapsed)} elapsed)"
 
 # %% ../nbs/08_experiments.ipynb #58b1855a
-COSTS = dict(mmlu=3.0, heldout=2.0, training=8.0)  # a token of each step, in plain forward tokens (CPU)
-RUN_OVERHEAD_S = 12.0  # a method notebook's kernel start, imports, model load and saving, on a 2-core CPU
+COSTS = dict(mmlu=1.0, heldout=1.5, training=4.0)  # a token of each step, in plain forward tokens (CPU)
+RUN_OVERHEAD_S = 10.0  # a method notebook's kernel start, imports, model load and saving, on a 2-core CPU
 
 @dataclass
 class Budget:
@@ -438,7 +438,7 @@ def estimate_line(b: Budget) -> str:
 
 # %% ../nbs/08_experiments.ipynb #3f6a6e73
 @torch.no_grad()
-def token_seconds(model, batch=4, n=128, repeats=2) -> float:
+def token_seconds(model, batch=4, n=128, repeats=3) -> float:
     "Seconds a token takes through `model` here: the best of `repeats` timed forward passes over `batch` x `n` tokens."
     ids = torch.randint(0, model.config.vocab_size, (batch, n), device=model_device(model))
     best = float("inf")
