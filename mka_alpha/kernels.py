@@ -214,6 +214,7 @@ def attention_implementation(model, name):
 @contextmanager
 def cascade_attention(model, kv):
     "While active, `model`'s attention is `_cascade_attention` over the prefix `kv`; its own is restored after."
+    AttentionInterface.register("mka_cascade", _cascade_attention)  # this module's (a process may hold two copies)
     prev = dict(_CASCADE); _CASCADE.update(kv=kv, calls=0)
     try:
         with attention_implementation(model, "mka_cascade"): yield _CASCADE
@@ -314,7 +315,7 @@ def score_packed(model, kv, suffixes, letter_ids, pad_id=0) -> torch.Tensor:
     P, dev, lens = kv[0][0].shape[-2], model_device(model), list(map(len, suffixes))
     ids = _to_device(torch.tensor([[t for s in suffixes for t in s]]), dev)
     pos = _to_device(torch.cat([torch.arange(P, P + n) for n in lens])[None], dev)
-    _PACKED["calls"] = 0
+    _PACKED["calls"] = 0; AttentionInterface.register("mka_packed", _packed_attention)  # this module's, as above
     with attention_implementation(model, "mka_packed"):
         h = model.get_decoder()(input_ids=ids, attention_mask=packed_mask(P, lens, dev), position_ids=pos,
                                 use_cache=True, past_key_values=_expanded_cache(kv, 1)).last_hidden_state
