@@ -405,7 +405,7 @@ def progress_line(i, n, name, status, elapsed, seconds=None) -> str:
     return f"[{i}/{n}] {name}: {status}{own} ({fmt_duration(elapsed)} elapsed)"
 
 # %% ../nbs/08_experiments.ipynb #58b1855a
-COSTS = dict(mmlu=1.0, heldout=1.5, training=4.0)  # a token of each step, in plain forward tokens (CPU)
+COSTS = dict(mmlu=1.2, heldout=1.7, training=4.0)  # a token of each step, in plain forward tokens (CPU)
 RUN_OVERHEAD_S = 10.0  # a method notebook's kernel start, imports, model load and saving, on a 2-core CPU
 
 @dataclass
