@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 22's GPU runs on one H200, one step a device call (the machine stays warm between calls, so /tmp/site and
+# Issue 22's and 23's GPU runs on one H200, one step a device call (the machine stays warm between calls, so /tmp/site and
 # the default model's GGUF, carried in four parts .gpu/p1..p4, persist from call to call).
 # Usage (repo root): bash benchmarks/gpu_i22.sh STEP OUT
 #   setup       install the carried wheels (.whl) into /tmp/site, start the GGUF with part 1
@@ -8,7 +8,8 @@
 #   conformance benchmarks/conformance_gpu.py: every family, bf16 and float32
 #   offload     benchmarks/offload_gpu.py: mka-pipeline with half the blocks offloaded to the CPU, and without
 #   pipeline8b  the 8B shape through mka-pipeline (learned_weight, 8 blocks, 100 steps, --evaluate --eval_limit 2000)
-#   makerun     the README's `make run` budgets (mka-evaluate, the default model), timed
+#   makerun     the README's `make run` (mka-evaluate with the Makefile's run flags, the default model), timed
+#   profile     benchmarks/sweep_profile_gpu.py (issue 23): a sweep's steps and GPU busy fraction at several --jobs
 set -uo pipefail
 step=$1; out=${2:-$OUT}; mkdir -p "$out"
 export PYTHONPATH=/tmp/site:$PWD:$PWD/benchmarks HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
@@ -45,9 +46,13 @@ EOF
       --dtype bfloat16 --output_dir "$out/pipe8b" 2>&1 | tail -40 | tee -a "$out/pipeline8b.log"
     rm -rf "$out/llama8b" "$out/pipe8b"/*.safetensors ;;
   makerun)
-    /usr/bin/time -v python3 -c "from mka_alpha.cli import evaluate_methods_main as m; m()" --output_dir "$out/run" \
-      --methods dense mka_similarity fixed_05 fixed_07 learned learned_mlp learned_weight drop shortgpt \
-      --num_training_steps 20 --num_calibration_samples 64 --eval_limit 114 --similarity_samples 64 \
-      --heldout_tokens 4096 2>&1 | tail -60 | tee "$out/makerun.log" ;;
+    # the Makefile's `run` target: its flags read from the Makefile itself, so this is what `make run` runs
+    subj=$(sed -n 's/^RUN_SUBJECTS ?= //p' Makefile)
+    flags=$(sed -n '/^run: setup/,/^$/p' Makefile | tail -n +2 | sed 's/\$(BIN)\/mka-evaluate//; s/\$(RUN_DIR)/RUNDIR/; s/\$(RUN_SUBJECTS)/SUBJ/' | tr -d '\\\n')
+    flags=${flags/RUNDIR/$out/run}; flags=${flags/SUBJ/$subj}; echo "mka-evaluate $flags"
+    /usr/bin/time -v python3 -c "from mka_alpha.cli import evaluate_methods_main as m; m()" $flags 2>&1 \
+      | tail -80 | tee "$out/makerun.log" ;;
+  profile)
+    python3 benchmarks/sweep_profile_gpu.py --out "$out/profile" "${@:3}" 2>&1 | tee -a "$out/profile.log" ;;
 esac
 echo "step $step: $(( $(date +%s) - t0 )) s"

@@ -18,7 +18,8 @@ from .fusion import save_fused
 from .evaluation import evaluate_model, option, like, flags_parser, test_flags
 from .experiments import (RunConfig, METHODS, SEED_METHODS, check_methods, similarity_assets, dense_assets,
                                    make_plan, compress, run_experiments, run_ablation, report_folder, TRAINED,
-                                   run_sweep, report_sweep, is_sweep)
+                                   run_sweep, report_sweep, is_sweep, run_seed_sweeps,
+                                   combine_seed_sweeps)
 from .plots import training_figure, plot_ablation
 
 # %% auto #0
@@ -136,6 +137,8 @@ class EvaluateFlags:
     target_compression: list[float] | None = option(None, "alternative to --num_layer: ratios", nargs="+")
     plans: list[str] | None = option(None, f"several plans make a sweep (any of {', '.join(PLANS)})", nargs="+")
     jobs: int = option(1, "method notebooks run at once", type=at_least(1))
+    warm_kernels: bool = option(False, "each job keeps its Jupyter kernel from method run to method run (imports, "
+                                "CUDA context and compiled kernels paid once a job)")
     no_save_model: bool = option(False, "do not keep each run's fused model folder (disk)")
     methods: list[str] | None = option(None, f"any of {', '.join(METHODS)} (default: the seeds' methods)", nargs="+")
     overwrite: bool = option(False, "re-run finished methods")
@@ -143,6 +146,9 @@ class EvaluateFlags:
     report_only: bool = option(False, "run nothing: re-combine the finished runs in --output_dir and print the tables")
     seeds: list[int] | None = option(None, "run each trained method once per seed (calibration sample, batch order, "
                                      "MLP init); reports mean and spread", nargs="+")
+    resample_calibration: bool = option(False, "with --seeds: every method runs once per seed, each seed a whole sweep "
+                                        "in OUTPUT_DIR/seed<k>/ with its own calibration sample (similarity, plans, "
+                                        "drop_best, training)")
 
 # %% ../nbs/10_cli.ipynb #9115d997
 EVALUATE_NAMES = dict(num_training_steps="alpha_training_steps", learning_rate="alpha_learning_rate",
@@ -180,6 +186,8 @@ def report_only(output_dir) -> None:
     "`--report_only`: re-combine and print the finished runs of `output_dir` (a comparison or a sweep)."
     if not Path(output_dir).is_dir(): raise FileNotFoundError(
         f"--output_dir {output_dir} does not exist: --report_only needs the folder of an earlier run.")
+    cf = Path(output_dir)/"config.json"
+    if cf.exists() and json.loads(cf.read_text()).get("resample_calibration"): return combine_seed_sweeps(output_dir)
     (report_sweep if is_sweep(output_dir) else report_folder)(output_dir)
 
 # %% ../nbs/10_cli.ipynb #da85cb87
@@ -190,8 +198,11 @@ def evaluate_methods_main(argv=None):
         if a.report_only: return report_only(a.output_dir)
         cfg, methods = evaluate_config(a); plans, ks = sweep_points(a, cfg, check_run_flags(cfg))
         dist_env("gloo")  # under torchrun the processes share the method runs, one GPU each
-        if len(plans) > 1 or len(ks) > 1: run_sweep(cfg, methods, plans, ks, a.seeds, a.overwrite, a.jobs)
+        if a.resample_calibration: run_seed_sweeps(cfg, methods, plans, ks, a.seeds, a.overwrite, a.jobs,
+                                                   warm=a.warm_kernels)
+        elif len(plans) > 1 or len(ks) > 1: run_sweep(cfg, methods, plans, ks, a.seeds, a.overwrite, a.jobs,
+                                                        warm=a.warm_kernels)
         else: run_experiments(dataclasses.replace(cfg, plan=plans[0]), methods, a.overwrite, seeds=a.seeds,
-                              jobs=a.jobs)
+                              jobs=a.jobs, warm=a.warm_kernels)
         if a.ablation and is_main():
             plot_ablation(run_ablation(cfg, overwrite=a.overwrite), Path(cfg.output_dir)/"ablation"/"ablation.png")

@@ -4,9 +4,10 @@
 
 # %% ../nbs/08_experiments.ipynb #ebf20ef5
 from __future__ import annotations
-import csv, dataclasses, io, json, math, os, shutil, tempfile, time, traceback
+import contextlib, csv, dataclasses, io, json, math, os, shutil, tempfile, threading, time, traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, asdict
+from datetime import datetime
 from pathlib import Path
 import numpy as np
 import torch
@@ -16,7 +17,7 @@ from .similarity import (model_similarity, save_similarity_matrix, load_similari
                                   block_influence)
 from .plans import (MergePlan, PLANS, build_plan, check_plan_name, shortgpt, remove_layers, resolve_num_layer,
                              drop_best, distance_from_drop, mean_alpha)
-from .training import (DEFAULT_LR, DEFAULT_STEPS, ALPHA_INIT_STRATEGIES, replace_layers_with_mergeable,
+from .training import (DEFAULT_LR, DEFAULT_MLP_LR, DEFAULT_STEPS, ALPHA_INIT_STRATEGIES, replace_layers_with_mergeable,
                                 train_alpha_parameters)
 from .fusion import fuse_plan, drop_layers, fuse_mergeable_layers, collect_mlp_alphas, save_fused
 from .prompts import encode_subject
@@ -30,16 +31,18 @@ from .stats import accuracy_ci, compare_records, compare_heldout, seed_spread, f
 
 # %% auto #0
 __all__ = ['FIXED', 'TRAINED', 'METHODS', 'SEED_METHODS', 'DEFAULT_TARGET_COMPRESSION', 'BASELINES', 'RESULT_HEADS', 'COSTS',
-           'RUN_OVERHEAD_S', 'PLAN_FREE', 'SWEEP_BASELINES', 'ABLATION_STEPS', 'ABLATION_LRS', 'check_methods',
-           'CompressFlags', 'TrainFlags', 'RunConfig', 'shared_dir', 'check_shared_data', 'similarity_assets',
-           'dense_assets', 'make_plan', 'calibration_kl', 'compress', 'method_template', 'absolute_paths', 'run_name',
-           'run_method', 'run_records', 'combine_results', 'check_protocols', 'paired_comparisons', 'seed_summary',
-           'comparison_table', 'comparisons_table', 'seeds_table', 'fmt_duration', 'progress_line', 'Budget',
-           'estimate_seconds', 'estimate_line', 'token_seconds', 'mmlu_tokens', 'heldout_token_count', 'loader_tokens',
-           'run_budget', 'prepare_shared', 'run_tasks', 'shared_once', 'experiment_tasks', 'combine_experiments',
-           'report', 'finished_runs', 'report_folder', 'run_experiments', 'point_config', 'sweep_tasks', 'sweep_runs',
-           'sweep_table', 'write_sweep', 'kl_table', 'sweep_report', 'run_sweep', 'report_sweep', 'is_sweep',
-           'ablation_configs', 'run_ablation']
+           'RUN_OVERHEAD_S', 'PLAN_FREE', 'SWEEP_BASELINES', 'PROFILE_STEPS', 'ABLATION_STEPS', 'ABLATION_LRS',
+           'check_methods', 'CompressFlags', 'TrainFlags', 'RunConfig', 'shared_dir', 'check_shared_data',
+           'similarity_assets', 'dense_assets', 'make_plan', 'calibration_kl', 'compress', 'method_template',
+           'absolute_paths', 'run_name', 'run_method', 'WarmKernels', 'run_records', 'combine_results',
+           'check_protocols', 'paired_comparisons', 'seed_summary', 'comparison_table', 'comparisons_table',
+           'seeds_table', 'fmt_duration', 'progress_line', 'Budget', 'estimate_seconds', 'estimate_line',
+           'token_seconds', 'mmlu_tokens', 'heldout_token_count', 'loader_tokens', 'run_budget', 'prepare_shared',
+           'run_tasks', 'shared_once', 'experiment_tasks', 'combine_experiments', 'report', 'finished_runs',
+           'report_folder', 'run_experiments', 'point_config', 'sweep_tasks', 'sweep_runs', 'sweep_table',
+           'write_sweep', 'kl_table', 'sweep_report', 'run_sweep', 'report_sweep', 'is_sweep', 'seed_configs',
+           'seed_point_spread', 'spread_table', 'combine_seed_sweeps', 'run_seed_sweeps', 'run_profile',
+           'sweep_profile', 'profile_table', 'ablation_configs', 'run_ablation']
 
 # %% ../nbs/08_experiments.ipynb #0c7cacae
 FIXED = {"fixed_05": 0.5, "fixed_07": 0.7}
@@ -75,7 +78,8 @@ class CompressFlags:
 class TrainFlags:
     "How alpha is trained (`RunConfig`'s fields; the seeds' flags)."
     alpha_training_steps: int = option(DEFAULT_STEPS, "alpha training steps")
-    alpha_learning_rate: float = option(DEFAULT_LR, "alpha learning rate (Adam)")
+    alpha_learning_rate: float | None = option(None, f"alpha learning rate (Adam; default {DEFAULT_LR}, "
+                                               f"{DEFAULT_MLP_LR} for the MLPs of learned_mlp)")
     calibration_samples: int = option(1000, "calibration texts alpha trains on", type=at_least(1))
     calibration_batch_size: int = option(4, "calibration batch size", type=at_least(1))
     alpha_init_strategy: str = option("uniform", "starting alphas", choices=list(ALPHA_INIT_STRATEGIES))
@@ -113,6 +117,13 @@ def resolved_num_layer(self: RunConfig, num_layers) -> int:
     if self.num_layer is None and self.target_compression is None:
         return resolve_num_layer(num_layers, None, DEFAULT_TARGET_COMPRESSION)
     return resolve_num_layer(num_layers, self.num_layer, self.target_compression)
+
+# %% ../nbs/08_experiments.ipynb #98d85f95
+@patch
+def learning_rate(self: RunConfig, method) -> float:
+    "The Adam rate `method` trains with: `alpha_learning_rate` where given, else its mode's default."
+    if self.alpha_learning_rate is not None: return self.alpha_learning_rate
+    return DEFAULT_MLP_LR if TRAINED.get(method, method) == "mlp" else DEFAULT_LR
 
 # %% ../nbs/08_experiments.ipynb #a3fdda01
 def shared_dir(cfg: RunConfig) -> Path: return Path(cfg.shared_dir or cfg.output_dir)
@@ -174,14 +185,15 @@ def _train(method, model, tok, plan, S, splits, cfg, dense=None):
     replace_layers_with_mergeable(model, plan.steps, TRAINED[method], cfg.alpha_init_strategy, similarity=S)
     dl = prepare_calibration_dataloader(tok, splits.flat("calibration"), cfg.calibration_samples,
                                         cfg.calibration_batch_size, cfg.max_length, cfg.seed)
-    hist = train_alpha_parameters(model, dl, cfg.alpha_training_steps, cfg.alpha_learning_rate, cfg.loss, seed=cfg.seed)
+    lr = cfg.learning_rate(method)  # the scalars' rate, or the MLPs' in learned_mlp (which has no scalars)
+    hist = train_alpha_parameters(model, dl, cfg.alpha_training_steps, lr, cfg.loss, mlp_lr=lr, seed=cfg.seed)
     if method == "learned_mlp": collect_mlp_alphas(model, dl)  # fused with the mean alpha it predicted
     shipped_is_trained = method == "learned_weight"  # the reference holds the held-out texts' ids: no re-tokenising
     measure = dense and not shipped_is_trained
     trained = _brief(heldout_measures(model, tok, None, dense, cfg.max_length)) if measure else None
     info = fuse_mergeable_layers(model) | dict(as_trained=trained, calibration_pool=len(splits.flat("calibration")),
                                                calibration_used=len(dl.dataset))
-    return info, dict(loss=hist.loss, alphas=hist.alphas, seconds_per_step=hist.seconds_per_step)
+    return info, dict(loss=hist.loss, alphas=hist.alphas, seconds_per_step=hist.seconds_per_step, learning_rate=lr)
 
 # %% ../nbs/08_experiments.ipynb #35c67967
 def calibration_kl(model, tok, splits, cfg: RunConfig):
@@ -253,8 +265,9 @@ def _failure(st, e, seconds, notebook) -> dict:
                      error=(msg[-1] if msg else type(e).__name__)[:500])
 
 # %% ../nbs/08_experiments.ipynb #6df7a0bb
-def run_method(method, cfg: RunConfig, overwrite=False, kernel_name=None, name=None, on_start=None) -> dict:
-    "Execute the method notebook for `method` into `output_dir/<name or method>/run.ipynb`; returns its status record."
+def run_method(method, cfg: RunConfig, overwrite=False, kernel_name=None, name=None, on_start=None, km=None) -> dict:
+    """Execute the method notebook for `method` into `output_dir/<name or method>/run.ipynb`; returns its status record.
+    `km`: a function returning a started kernel manager to run in (`WarmKernels.get`), else a fresh kernel."""
     import papermill as pm
     name = name or method; cfg = absolute_paths(cfg); out = Path(cfg.output_dir)/name; res = out/"results.json"
     st = dict(run=name, method=method, seed=cfg.seed)
@@ -264,10 +277,43 @@ def run_method(method, cfg: RunConfig, overwrite=False, kernel_name=None, name=N
     if on_start is not None: on_start()  # a run that is not skipped starts here
     params = dict(method=method, config=json.dumps(asdict(cfg)), name=name)
     try:
-        pm.execute_notebook(str(method_template()), str(out/"run.ipynb"), parameters=params, cwd=str(out),
-                            kernel_name=kernel_name or "python3", progress_bar=False)
+        where = dict(km=km()) if km is not None else dict(cwd=str(out))  # the notebook's paths are absolute
+        pm.execute_notebook(str(method_template()), str(out/"run.ipynb"), parameters=params,
+                            kernel_name=kernel_name or "python3", progress_bar=False, **where)
         return st | dict(status="done", seconds=time.perf_counter() - t0, results=str(res))
     except Exception as e: return _failure(st, e, time.perf_counter() - t0, out/"run.ipynb")
+
+# %% ../nbs/08_experiments.ipynb #a1c0ffee
+class WarmKernels:
+    """Jupyter kernels kept between method runs, one per worker thread: a run after the first finds the imports, the
+    CUDA context and the compiled kernels in place. A kernel whose run failed is shut down; the next run starts one."""
+    def __init__(self, kernel_name="python3"):
+        self.kernel_name, self.local, self.kms = kernel_name, threading.local(), []
+    def __enter__(self): return self
+    def __exit__(self, *exc): self.close()
+
+# %% ../nbs/08_experiments.ipynb #a1c0ffe1
+@patch
+def get(self: WarmKernels):
+    "This thread's kernel manager, its kernel started (and `mka_alpha` imported) on first use."
+    from jupyter_client import KernelManager
+    km = getattr(self.local, "km", None)
+    if km is None or not km.is_alive():
+        km = self.local.km = KernelManager(kernel_name=self.kernel_name); km.start_kernel(); self.kms.append(km)
+    return km
+
+# %% ../nbs/08_experiments.ipynb #a1c0ffe2
+@patch
+def retire(self: WarmKernels):
+    "Shut this thread's kernel down (after a failed run: its state is unknown); the next `get` starts another."
+    km = getattr(self.local, "km", None); self.local.km = None
+    if km is not None and km.is_alive(): km.shutdown_kernel(now=True)
+
+@patch
+def close(self: WarmKernels):
+    "Shut every kernel down."
+    for km in self.kms:
+        if km.is_alive(): km.shutdown_kernel(now=True)
 
 # %% ../nbs/08_experiments.ipynb #2ca267f7
 _KEYS = ("average_accuracy", "macro_accuracy", "mean_gold_logprob", "n_params", "n_layers", "fraction_removed",
@@ -510,13 +556,17 @@ def _own_gpu():
     for k in _GROUP_ENV: os.environ.pop(k, None)  # a kernel is a one-process run of its own
 
 # %% ../nbs/08_experiments.ipynb #06ef06c8
-def _run_task(task, overwrite, on_start=None):
-    "Run one `(method, config, run name)` task; its status record names the task's `output_dir`."
-    m, c, name = task; return run_method(m, c, overwrite, name=name, on_start=on_start) | dict(output_dir=c.output_dir)
+def _run_task(task, overwrite, on_start=None, kernels=None):
+    "Run one `(method, config, run name)` task (in a kernel of `kernels`: `WarmKernels`); its record names its folder."
+    m, c, name = task; km = None if kernels is None else kernels.get
+    st = run_method(m, c, overwrite, name=name, on_start=on_start, km=km) | dict(output_dir=c.output_dir)
+    if kernels is not None and st["status"] == "failed": kernels.retire()
+    return st
 
 # %% ../nbs/08_experiments.ipynb #c288c556
-def run_tasks(tasks, overwrite=False, jobs=1, verbose=True, t0=None) -> list:
-    "Run method notebooks, `jobs` at a time, a progress line as each starts and ends; under torchrun, one GPU each."
+def run_tasks(tasks, overwrite=False, jobs=1, verbose=True, t0=None, warm=False) -> list:
+    """Run method notebooks, `jobs` at a time, a progress line as each starts and ends; under torchrun, one GPU each.
+    `warm`: each job keeps its kernel from run to run (`WarmKernels`), else every run starts a fresh kernel."""
     rank, world = dist_env(); t0 = time.perf_counter() if t0 is None else t0
     mine, out = [i for i in range(len(tasks)) if i % world == rank], {}
     if world > 1: _own_gpu()
@@ -525,9 +575,10 @@ def run_tasks(tasks, overwrite=False, jobs=1, verbose=True, t0=None) -> list:
     say = lambda i, s, sec=None: verbose and print(
         progress_line(i + 1, len(tasks), label(i), s, time.perf_counter() - t0, sec), flush=True)
     def run(i):
-        st = _run_task(tasks[i], overwrite, lambda: say(i, "started"))
+        st = _run_task(tasks[i], overwrite, lambda: say(i, "started"), kernels)
         say(i, st["status"] + (f" ({st['error']})" if "error" in st else ""), st.get("seconds")); return st
-    with ThreadPoolExecutor(max(1, jobs)) as pool: out = dict(zip(mine, pool.map(run, mine)))
+    with WarmKernels() if warm else contextlib.nullcontext() as kernels, ThreadPoolExecutor(max(1, jobs)) as pool:
+        out = dict(zip(mine, pool.map(run, mine)))
     out = {i: st for part in all_gather(out) for i, st in part.items()}  # every process's statuses, in task order
     return [out[i] for i in range(len(tasks))]
 
@@ -593,14 +644,16 @@ def report_folder(output_dir, write=True, verbose=True) -> dict:
     return combined
 
 # %% ../nbs/08_experiments.ipynb #e533b8cb
-def run_experiments(cfg: RunConfig, methods=SEED_METHODS, overwrite=False, verbose=True, seeds=None, jobs=1) -> dict:
-    """Run every method of `methods` (papermill, `jobs` at once; the trained ones once per seed of `seeds`), combine
-    into `output_dir/results.json` with intervals, paired comparisons and the spread over seeds; print the tables."""
+def run_experiments(cfg: RunConfig, methods=SEED_METHODS, overwrite=False, verbose=True, seeds=None, jobs=1,
+                    warm=False) -> dict:
+    """Run every method of `methods` (papermill, `jobs` at once, in `warm` kernels or fresh ones; the trained ones once
+    per seed of `seeds`), combine into `output_dir/results.json` with intervals, paired comparisons and the spread over
+    seeds; print the tables."""
     t0 = time.perf_counter(); methods = check_methods(methods); out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True); tasks = experiment_tasks(cfg, methods, seeds)
     atomic_write(out/"config.json", json.dumps(asdict(cfg) | dict(seeds=seeds), indent=2))
     shared = shared_once(cfg, tasks=tasks, overwrite=overwrite, verbose=verbose)
-    runs = run_tasks(tasks, overwrite, jobs, verbose, t0)
+    runs = run_tasks(tasks, overwrite, jobs, verbose, t0, warm)
     statuses = [{k: v for k, v in st.items() if k != "output_dir"} for st in runs]
     if not is_main(): return None  # rank 0 combines and reports
     combined = combine_experiments(out, asdict(cfg), shared["plan"], statuses)
@@ -714,13 +767,14 @@ def sweep_report(combined) -> str:
     return "\n\n".join(parts)
 
 # %% ../nbs/08_experiments.ipynb #1e3fd44e
-def run_sweep(cfg: RunConfig, methods, plans, ks, seeds=None, overwrite=False, jobs=1, verbose=True) -> dict:
+def run_sweep(cfg: RunConfig, methods, plans, ks, seeds=None, overwrite=False, jobs=1, verbose=True,
+              warm=False) -> dict:
     "Run `methods` at every `(plan, k)`; write the long table (`results.json`, `results.csv`) and print the report."
     plans, out, t0 = [check_plan_name(p) for p in plans], Path(cfg.output_dir), time.perf_counter()
     out.mkdir(parents=True, exist_ok=True); tasks = sweep_tasks(cfg, methods, plans, ks, seeds)
     atomic_write(out/"config.json", json.dumps(asdict(cfg) | dict(seeds=seeds, plans=plans, ks=list(ks)), indent=2))
     shared_once(cfg, tasks=tasks, overwrite=overwrite, verbose=verbose)
-    statuses = run_tasks(tasks, overwrite, jobs, verbose, t0)
+    statuses = run_tasks(tasks, overwrite, jobs, verbose, t0, warm)
     if not is_main(): return None
     combined = dict(config=asdict(cfg), plans=plans, ks=list(ks), runs=statuses) | sweep_table(out, statuses)
     write_sweep(out, combined)
@@ -742,6 +796,133 @@ def is_sweep(output_dir) -> bool:
     f = Path(output_dir)/"config.json"
     return f.exists() and "plans" in json.loads(f.read_text())
 
+# %% ../nbs/08_experiments.ipynb #c0de5e01
+def seed_configs(cfg: RunConfig, seeds) -> dict:
+    "`{seed: config}`: a whole sweep a seed in `OUTPUT_DIR/seed<k>/`, its calibration sample drawn by that seed."
+    seeds = list(dict.fromkeys(seeds or []))
+    if len(seeds) < 2: raise ValueError("Resampling the calibration set needs two seeds or more: e.g. --seeds 0 1 2.")
+    if cfg.similarity_matrix: raise ValueError(
+        "--similarity_matrix fixes the plans for every seed: drop it to resample the calibration set per seed.")
+    out = Path(cfg.output_dir)
+    return {s: dataclasses.replace(cfg, seed=s, output_dir=str(out/f"seed{s}"), shared_dir=None) for s in seeds}
+
+# %% ../nbs/08_experiments.ipynb #c0de5e03
+_SPREAD_KEYS = ("accuracy", "gold_logprob", "kl", "perplexity")
+
+def seed_point_spread(per_seed) -> list:
+    "One row per point and method of `{seed: sweep_table}`: its measures' spread over the seeds (`stats.seed_spread`)."
+    by = {}
+    for s, comb in per_seed.items():
+        for r in comb["rows"]:
+            if r["status"] == "done": by.setdefault((r["point"], r["method"]), []).append(r)
+    return [dict(point=pt, plan=rs[0]["plan"], k=rs[0]["k"], method=m, seeds=[r["seed"] for r in rs],
+                 **seed_spread(rs, _SPREAD_KEYS), values={k: [r[k] for r in rs] for k in _SPREAD_KEYS})
+            for (pt, m), rs in by.items()]
+
+# %% ../nbs/08_experiments.ipynb #c0de5e05
+def spread_table(spread, plan) -> str:
+    "KL to dense over the seeds, `mean [min, max]`, of one plan: a row per method, a column per k."
+    sel = [r for r in spread if r["plan"] in (plan, "-")]; ks = sorted({r["k"] for r in sel if r["plan"] == plan})
+    cell = lambda r: f"{r['kl']['mean']:.3f} [{r['kl']['min']:.3f}, {r['kl']['max']:.3f}] n={r['kl']['n']}"
+    names = list(dict.fromkeys(r["method"] for r in sel if r["method"] != "dense"))
+    grid = [[m] + [next((cell(r) for r in sel if r["method"] == m and r["k"] == k and r["kl"]["n"]), "-")
+                   for k in ks] for m in names]
+    return text_table(["method"] + [f"k={k}" for k in ks], grid)
+
+# %% ../nbs/08_experiments.ipynb #c0de5e07
+def combine_seed_sweeps(output_dir, statuses=None, verbose=True) -> dict:
+    "Each seed folder's sweep tables (written there) and the spread over seeds (the parent's `results.json`)."
+    out = Path(output_dir); cf = out/"config.json"; per = {}
+    cfg = json.loads(cf.read_text()) if cf.exists() else {}
+    if not cfg.get("resample_calibration"): raise FileNotFoundError(
+        f"{out} holds no sweep over seeds: run `mka-evaluate --seeds ... --resample_calibration` into it first.")
+    for s in cfg["seeds"]:
+        d = (out/f"seed{s}").resolve()
+        mine = [st for st in statuses or [] if Path(st["output_dir"]).resolve().is_relative_to(d)]
+        per[s] = dict(config=json.loads((d/"config.json").read_text()), plans=cfg["plans"], ks=cfg["ks"],
+                      runs=mine) | sweep_table(d, mine)
+        write_sweep(d, per[s])
+    combined = dict(config=cfg, seeds=cfg["seeds"], spread=seed_point_spread(per),
+                    failed=[f for c in per.values() for f in c["failed"]])
+    atomic_write(out/"results.json", json.dumps(combined, indent=2))
+    if verbose: print("\n\n".join(f"KL(dense || model) over seeds {cfg['seeds']}, plan {p}:\n" +
+                                  spread_table(combined["spread"], p) for p in cfg["plans"]))
+    return combined
+
+# %% ../nbs/08_experiments.ipynb #c0de5e08
+def run_seed_sweeps(cfg: RunConfig, methods, plans, ks, seeds, overwrite=False, jobs=1, verbose=True,
+                    warm=False) -> dict:
+    "A whole sweep a seed (`seed_configs`), every run in one pool of `jobs`; the tables per seed and over seeds."
+    plans, out, t0 = [check_plan_name(p) for p in plans], Path(cfg.output_dir), time.perf_counter()
+    cfgs = seed_configs(cfg, seeds); out.mkdir(parents=True, exist_ok=True); tasks = []
+    atomic_write(out/"config.json", json.dumps(asdict(cfg) | dict(seeds=list(cfgs), plans=plans, ks=list(ks),
+                                                                  resample_calibration=True), indent=2))
+    for s, c in cfgs.items():  # each seed's similarity, Block Influence and dense reference, before any run
+        Path(c.output_dir).mkdir(parents=True, exist_ok=True); ts = sweep_tasks(c, methods, plans, ks); tasks += ts
+        atomic_write(Path(c.output_dir)/"config.json",
+                     json.dumps(asdict(c) | dict(seeds=None, plans=plans, ks=list(ks)), indent=2))
+        shared_once(c, tasks=ts, overwrite=overwrite, verbose=verbose)
+    statuses = run_tasks(tasks, overwrite, jobs, verbose, t0, warm)
+    return combine_seed_sweeps(out, statuses, verbose) if is_main() else None
+
+# %% ../nbs/08_experiments.ipynb #b0f1e001
+PROFILE_STEPS = dict(imports=("from mka_alpha",), model_load=("cfg.load()", "load_model("),
+                     shared_assets=("similarity_assets(",), compress=("compress(method",), plot=("training_figure(",
+                     "plot_training("), evaluate=("evaluate_model(",))  # a cell counts for the first step it matches
+
+def _when(stamp) -> float: return datetime.fromisoformat(stamp).timestamp()
+
+def _cell_seconds(nb) -> tuple:
+    "`({step: seconds}, first cell's start, last cell's end)` of an executed method notebook."
+    steps, spans = dict.fromkeys(PROFILE_STEPS, 0.0), []
+    for c in nb["cells"]:
+        pm = c["metadata"].get("papermill") or {}
+        if c["cell_type"] != "code" or not pm.get("start_time"): continue
+        if not pm.get("end_time"): raise ValueError("a cell that never ended: the run was stopped")
+        spans.append((_when(pm["start_time"]), _when(pm["end_time"])))
+        src = "".join(c["source"])
+        step = next((k for k, ms in PROFILE_STEPS.items() if any(m in src for m in ms)), None)
+        if step: steps[step] += pm.get("duration") or 0.0
+    return steps, spans[0][0], spans[-1][1]
+
+# %% ../nbs/08_experiments.ipynb #b0f1e002
+def run_profile(run_dir) -> dict:
+    "Seconds of each step of a finished method run (`PROFILE_STEPS`, split further by `results.json`), and its span."
+    d = Path(run_dir); nb = json.loads((d/"run.ipynb").read_text()); meta = nb["metadata"]["papermill"]
+    r = json.loads((d/"results.json").read_text()); steps, first, last = _cell_seconds(nb)
+    ev, wall, mmlu = steps.pop("evaluate"), r["wall_time_s"], r["mmlu_seconds"]
+    start, end = _when(meta["start_time"]), _when(meta["end_time"]) if meta.get("end_time") else last  # cut short
+    t = dict(kernel_start=first - start) | steps | dict(mmlu=mmlu, heldout=wall - mmlu, write=ev - wall,
+                                                         shutdown=end - last)
+    t["other"] = (end - start) - sum(t.values())  # papermill's own work between cells
+    return dict(run=d.name, method=r.get("method"), start=start, end=end, total=end - start, steps=t)
+
+# %% ../nbs/08_experiments.ipynb #b0f1e004
+def sweep_profile(output_dir) -> dict:
+    "Every finished run's `run_profile` under `output_dir` (`cut_short`: untimed), steps summed and their medians."
+    runs, cut = [], []
+    for f in sorted(Path(output_dir).rglob("run.ipynb")):
+        if not (f.parent/"results.json").exists(): continue
+        try: runs.append(run_profile(f.parent))
+        except ValueError: cut.append(str(f.parent))  # stopped after writing its results: no timings
+    if not runs: raise FileNotFoundError(f"No finished method run under {output_dir}: nothing to profile.")
+    steps, per = list(runs[0]["steps"]), lambda s: [r["steps"][s] for r in runs]
+    methods = {r["method"]: [x["total"] for x in runs if x["method"] == r["method"]] for r in runs}
+    wall = max(r["end"] for r in runs) - min(r["start"] for r in runs)
+    return dict(n_runs=len(runs), cut_short=cut, wall_seconds=wall,
+                run_seconds=sum(r["total"] for r in runs), total={s: sum(per(s)) for s in steps},
+                median={s: float(np.median(per(s))) for s in steps},
+                method_median={m: float(np.median(v)) for m, v in methods.items()}, runs=runs)
+
+# %% ../nbs/08_experiments.ipynb #b0f1e005
+def profile_table(prof) -> str:
+    "A sweep profile's steps: seconds summed over the runs, their share, the median run's seconds."
+    rows = [[s, f"{v:.0f}", f"{100 * v / prof['run_seconds']:.1f}%", f"{prof['median'][s]:.2f}"]
+            for s, v in prof["total"].items()]
+    n, run, wall = prof["n_runs"], prof["run_seconds"], prof["wall_seconds"]
+    head = f"{n} runs: {run:.0f} s of run time in {wall:.0f} s of wall time"
+    return head + "\n" + text_table(["step", "seconds (sum)", "share", "median run (s)"], rows)
+
 # %% ../nbs/08_experiments.ipynb #80c47f46
 ABLATION_STEPS, ABLATION_LRS = (100, 200, 500, 1000), (1e-5, 5e-5, 1e-4, 5e-4, DEFAULT_LR)
 
@@ -758,7 +939,7 @@ def run_ablation(cfg: RunConfig, steps=ABLATION_STEPS, lrs=ABLATION_LRS, overwri
     prepare_shared(cfg); rows = {}
     for name, c in ablation_configs(cfg, steps, lrs).items():
         st = run_method("learned", c, overwrite)
-        point = dict(steps=c.alpha_training_steps, lr=c.alpha_learning_rate)
+        point = dict(steps=c.alpha_training_steps, lr=c.learning_rate("learned"))
         rows[name] = point | combine_results(c.output_dir, [st])["learned"]
     out = Path(cfg.output_dir)/"ablation"; atomic_write(out/"results.json", json.dumps(rows, indent=2))
     if verbose: print(comparison_table(rows))

@@ -83,9 +83,9 @@ def train_alphas(r: Recipe, mode="simple", progress=False) -> tuple:
     "`(wrapped model, TrainHistory)`: `r.plan` wrapped in `mode` layers on a copy of the dense model, alphas trained."
     c = r.cfg; torch.manual_seed(c.seed)  # the MLPs' initial weights follow the seed
     m = replace_layers_with_mergeable(copy.deepcopy(r.dense), r.plan.steps, mode, c.alpha_init_strategy, similarity=r.S)
-    lr = dict(mlp_lr=c.alpha_learning_rate) if mode == "mlp" else dict(lr=c.alpha_learning_rate)
-    h = train_alpha_parameters(m, calibration_loader(r), c.alpha_training_steps, loss=c.loss, progress=progress,
-                               seed=c.seed, **lr)
+    lr = c.learning_rate(mode)  # the scalars' rate, or the MLPs' in mode 'mlp' (which has no scalars)
+    h = train_alpha_parameters(m, calibration_loader(r), c.alpha_training_steps, lr, c.loss, mlp_lr=lr,
+                               progress=progress, seed=c.seed)
     return m, h
 
 # %% ../nbs/14_recipes.ipynb #5ab1c008
@@ -170,4 +170,4 @@ def knobs_widget(r: Recipe, mode="simple", out_dir=None, show=None):
                          plan=w.Dropdown(options=PLANS, value=c.plan, description="plan"),
                          num_layer=w.IntSlider(len(r.plan.steps), 1, r.num_layers - 1, description="num_layer"),
                          steps=w.IntSlider(c.alpha_training_steps, 1, 500, description="steps"),
-                         lr=w.FloatLogSlider(c.alpha_learning_rate, base=10, min=-5, max=0, description="lr"))
+                         lr=w.FloatLogSlider(c.learning_rate(mode), base=10, min=-5, max=0, description="lr"))
