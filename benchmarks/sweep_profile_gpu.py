@@ -12,12 +12,12 @@ A variant `warm:8` runs 8 jobs with warm kernels. The shared assets (similarity,
 are computed once, by a `dense` run into OUT/shared before the first variant, and copied into each variant's folder,
 so no variant pays for them.
 """
-import argparse, json, os, shutil, subprocess, sys, threading, time
+import argparse, json, os, shutil, signal, subprocess, sys, threading, time
 from pathlib import Path
 from mka_alpha.experiments import sweep_profile, profile_table
 
 ENTRY = "import sys; from mka_alpha.cli import evaluate_methods_main as m; m(sys.argv[1:])"  # = the console script
-METHODS = ["dense", "drop", "drop_best", "fixed_05", "mka_similarity", "learned", "learned_mlp", "learned_weight"]
+METHODS = ["drop", "fixed_05", "learned", "learned_mlp", "learned_weight"]  # with seeds 0 1: 8 runs
 
 
 class GpuSampler:
@@ -69,10 +69,16 @@ def run_variant(a, name, jobs, warm, shared) -> dict:
     if warm: cmd.append("--warm_kernels")
     env = os.environ | dict(OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 2) // jobs)))
     t0 = time.perf_counter()
-    with GpuSampler() as g: rc = subprocess.run(cmd, env=env).returncode
-    wall = time.perf_counter() - t0; prof = sweep_profile(out)
+    with GpuSampler() as g:
+        proc = subprocess.Popen(cmd, env=env, start_new_session=True)  # its kernels in its process group
+        try: rc = proc.wait(timeout=a.variant_timeout)
+        except subprocess.TimeoutExpired:  # stop it and its kernels; profile the runs that finished
+            os.killpg(proc.pid, signal.SIGKILL); proc.wait(); rc = "stopped"
+    wall = time.perf_counter() - t0
+    try: prof = sweep_profile(out)
+    except FileNotFoundError: print(f"{name}: no run finished in {wall:.0f} s", flush=True); return None
     res = dict(variant=name, jobs=jobs, warm=warm, rc=rc, wall_seconds=wall, gpu=g.busy(),
-               profile={k: v for k, v in prof.items() if k != "runs"}, runs=prof["runs"])
+               profile={k: v for k, v in prof.items() if k != "runs"}, table=profile_table(prof), runs=prof["runs"])
     print(f"{name}: rc {rc}, {wall:.0f} s wall, GPU busy {res['gpu']}\n{profile_table(prof)}", flush=True)
     return res
 
@@ -86,6 +92,9 @@ def report(results) -> str:
         f = lambda x: "-" if x is None else f"{x:.0%}"
         lines.append("| " + " | ".join([r["variant"], str(p["n_runs"]), f"{r['wall_seconds']:.0f}", f(g["mean_util"]),
                      f(g["nonzero"]), *[f"{p['median'][s]:.2f}" for s in steps]]) + " |")
+    for r in results:  # each variant's steps summed over its runs, and the median run of each method
+        med = ", ".join(f"{m} {v:.1f}" for m, v in r["profile"]["method_median"].items())
+        lines += ["", f"{r['variant']}:", "```", r["table"], "```", f"median run by method (s): {med}"]
     return "\n".join(lines)
 
 
@@ -96,6 +105,7 @@ def main():
     p.add_argument("--plan", default="bi_merge"); p.add_argument("--k", type=int, default=4)
     p.add_argument("--steps", type=int, default=500); p.add_argument("--calibration", type=int, default=1000)
     p.add_argument("--questions", type=int, default=5700); p.add_argument("--heldout", type=int, default=65536)
+    p.add_argument("--variant_timeout", type=float, default=None, help="stop a variant after this many seconds")
     p.add_argument("--smoke", action="store_true")
     a = p.parse_args(); out = Path(a.out); out.mkdir(parents=True, exist_ok=True); shared = out/"shared"
     done = json.loads((out/"profile.json").read_text()) if (out/"profile.json").exists() else []
@@ -103,7 +113,9 @@ def main():
     for v in a.variants:
         kind, jobs = v.split(":"); name = f"{kind}_jobs{jobs}"
         if any(r["variant"] == name for r in done): continue  # resumable: one variant a device call if need be
-        done.append(run_variant(a, name, int(jobs), kind == "warm", shared))
+        r = run_variant(a, name, int(jobs), kind == "warm", shared)
+        if r is None: continue
+        done.append(r)
         (out/"profile.json").write_text(json.dumps(done, indent=1)); (out/"profile.md").write_text(report(done) + "\n")
     print(report(done))
 
