@@ -6,6 +6,7 @@
 from __future__ import annotations
 import argparse, dataclasses, json, shutil
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from .models import DEFAULT_MODEL, get_layers, model_num_layers, parse_device_map, parse_max_memory
 from .plans import PLANS, check_plan_name, resolve_num_layer
@@ -19,7 +20,7 @@ from .evaluation import evaluate_model, option, like, flags_parser, test_flags
 from .experiments import (RunConfig, METHODS, SEED_METHODS, check_methods, similarity_assets, dense_assets,
                                    make_plan, compress, run_experiments, run_ablation, report_folder, TRAINED,
                                    run_sweep, report_sweep, is_sweep, run_seed_sweeps,
-                                   combine_seed_sweeps)
+                                   combine_seed_sweeps, heal_compressed, summary_of)
 from .plots import training_figure, plot_ablation
 
 # %% auto #0
@@ -31,7 +32,7 @@ __all__ = ['RUN_FLAGS', 'EVALUATE_NAMES', 'PipelineFlags', 'pipeline_parser', 'c
 # %% ../nbs/10_cli.ipynb #402b2942
 RUN_FLAGS = ("model_path", "data_dir", "similarity_matrix", "plan", "loss", "seed", "alpha_init_strategy", "eval_limit",
              "ntrain", "protocol", "calibration_data", "device", "dtype", "device_map", "max_memory", "heldout_tokens",
-             "subjects")
+             "subjects", "heal_steps", "heal_rank", "heal_lr", "heal_blocks")
 
 @dataclass
 class PipelineFlags:
@@ -104,17 +105,21 @@ def save_pipeline(out, cfg: RunConfig, method, model, tok, info, hist) -> None:
     if hist is not None: training_figure(hist, path=out/"plots"/"training.png", title=method)
 
 def run_pipeline(cfg: RunConfig, method: str, evaluate=False) -> dict:
-    "Compress with `method` and write model, `learned_alphas.json`, similarity matrix and plots into `cfg.output_dir`."
+    "Compress with `method` (and heal), write model, `learned_alphas.json`, similarity and plots to `cfg.output_dir`."
     out = Path(cfg.output_dir); out.mkdir(parents=True, exist_ok=True)
     model, tok = cfg.load(); splits = cfg.splits()
     S, bi = similarity_assets(cfg, model, tok, splits)
     dense = dense_assets(cfg, model, tok, splits) if evaluate else None
     plan = make_plan(cfg, S, len(get_layers(model)), bi)
     model, info, hist = compress(method, model, tok, plan, S, bi, splits, cfg, dense)
+    measure = partial(evaluate_model, tok=tok, splits=splits, k=cfg.ntrain, limit=cfg.eval_limit, dense=dense,
+                      heldout_tokens=cfg.heldout_tokens, progress=False, subjects=cfg.subjects)
+    if cfg.heal_steps:  # measured before healing too, where it is evaluated
+        before = measure(model, out_dir=out/"before_healing") if evaluate else None
+        model, info["healing"] = heal_compressed(model, tok, splits, cfg, info["removed_layers"])
+        if before: info["healing"]["before"] = summary_of(before)
     save_pipeline(out, cfg, method, model, tok, info, hist)
-    if evaluate: info["results"] = evaluate_model(model, tok, splits, k=cfg.ntrain, limit=cfg.eval_limit, dense=dense,
-                                                  out_dir=out, heldout_tokens=cfg.heldout_tokens, progress=False,
-                                                  subjects=cfg.subjects)
+    if evaluate: info["results"] = measure(model, out_dir=out, meta=dict(healing=info.get("healing")))
     return info
 
 # %% ../nbs/10_cli.ipynb #1d9f4a95

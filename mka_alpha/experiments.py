@@ -19,6 +19,7 @@ from .plans import (MergePlan, PLANS, build_plan, check_plan_name, shortgpt, rem
                              drop_best, distance_from_drop, mean_alpha)
 from .training import (DEFAULT_LR, DEFAULT_MLP_LR, DEFAULT_STEPS, ALPHA_INIT_STRATEGIES, replace_layers_with_mergeable,
                                 train_alpha_parameters)
+from .healing import heal, adjacent_blocks
 from .fusion import fuse_plan, drop_layers, fuse_mergeable_layers, collect_mlp_alphas, save_fused
 from .prompts import encode_subject
 from .scoring import select_questions
@@ -32,16 +33,16 @@ from .stats import accuracy_ci, compare_records, compare_heldout, seed_spread, f
 # %% auto #0
 __all__ = ['FIXED', 'TRAINED', 'METHODS', 'SEED_METHODS', 'DEFAULT_TARGET_COMPRESSION', 'BASELINES', 'RESULT_HEADS', 'COSTS',
            'RUN_OVERHEAD_S', 'PLAN_FREE', 'SWEEP_BASELINES', 'PROFILE_STEPS', 'ABLATION_STEPS', 'ABLATION_LRS',
-           'check_methods', 'CompressFlags', 'TrainFlags', 'RunConfig', 'shared_dir', 'check_shared_data',
-           'similarity_assets', 'dense_assets', 'make_plan', 'calibration_kl', 'compress', 'method_template',
-           'absolute_paths', 'run_name', 'run_method', 'WarmKernels', 'run_records', 'combine_results',
-           'check_protocols', 'paired_comparisons', 'seed_summary', 'comparison_table', 'comparisons_table',
-           'seeds_table', 'fmt_duration', 'progress_line', 'Budget', 'estimate_seconds', 'estimate_line',
-           'token_seconds', 'mmlu_tokens', 'heldout_token_count', 'loader_tokens', 'run_budget', 'prepare_shared',
-           'run_tasks', 'shared_once', 'experiment_tasks', 'combine_experiments', 'report', 'finished_runs',
-           'report_folder', 'run_experiments', 'point_config', 'sweep_tasks', 'sweep_runs', 'sweep_table',
-           'write_sweep', 'kl_table', 'sweep_report', 'run_sweep', 'report_sweep', 'is_sweep', 'seed_configs',
-           'seed_point_spread', 'spread_table', 'combine_seed_sweeps', 'run_seed_sweeps', 'run_profile',
+           'check_methods', 'CompressFlags', 'TrainFlags', 'HealFlags', 'RunConfig', 'shared_dir', 'check_shared_data',
+           'similarity_assets', 'dense_assets', 'make_plan', 'summary_of', 'calibration_kl', 'compress',
+           'heal_compressed', 'method_template', 'absolute_paths', 'run_name', 'run_method', 'WarmKernels',
+           'run_records', 'combine_results', 'check_protocols', 'paired_comparisons', 'seed_summary',
+           'comparison_table', 'comparisons_table', 'seeds_table', 'fmt_duration', 'progress_line', 'Budget',
+           'estimate_seconds', 'estimate_line', 'token_seconds', 'mmlu_tokens', 'heldout_token_count', 'loader_tokens',
+           'run_budget', 'prepare_shared', 'run_tasks', 'shared_once', 'experiment_tasks', 'combine_experiments',
+           'report', 'finished_runs', 'report_folder', 'run_experiments', 'point_config', 'sweep_tasks', 'sweep_runs',
+           'sweep_table', 'write_sweep', 'kl_table', 'sweep_report', 'run_sweep', 'report_sweep', 'is_sweep',
+           'seed_configs', 'seed_point_spread', 'spread_table', 'combine_seed_sweeps', 'run_seed_sweeps', 'run_profile',
            'sweep_profile', 'profile_table', 'ablation_configs', 'run_ablation']
 
 # %% ../nbs/08_experiments.ipynb #0c7cacae
@@ -87,11 +88,21 @@ class TrainFlags:
     seed: int = option(0, "seed of the calibration sample, the batch order and the MLP's initial weights")
     max_length: int = option(512, "tokens a text at most")
 
+# %% ../nbs/08_experiments.ipynb #4ea10001
+@dataclass
+class HealFlags:
+    "Healing after compression (`RunConfig`'s fields): LoRA adapters trained by KD to the dense model, then merged."
+    heal_steps: int = option(0, "LoRA healing steps after compression (0: no healing)", type=at_least(0))
+    heal_rank: int = option(8, "LoRA rank of the healing adapters", type=at_least(1))
+    heal_lr: float = option(1e-4, "healing learning rate (Adam)")
+    heal_blocks: str = option("all", "blocks that get adapters: all, or adjacent (next to a removed block)",
+                              choices=["all", "adjacent"])
+
 # %% ../nbs/08_experiments.ipynb #c42633a8
 DEFAULT_TARGET_COMPRESSION = 0.125  # 4 of 30 blocks: where the curves say the merged model still works
 
 @dataclass
-class RunConfig(TrainFlags, CompressFlags, SharedFlags):
+class RunConfig(HealFlags, TrainFlags, CompressFlags, SharedFlags):
     "Everything a method run needs; field names follow the seeds' command-line flags."
     heldout_tokens: int = like(SharedFlags, "heldout_tokens", 65536)
     eval_batch_size: int = option(16, "MMLU questions a batch", type=at_least(1))
@@ -178,6 +189,12 @@ def _brief(h) -> dict:
     src = {s: {k: v.get(k) for k in keys} for s, v in (h.get("by_source") or {}).items()}
     return {k: h.get(k) for k in keys} | dict(by_source=src)
 
+# %% ../nbs/08_experiments.ipynb #4ea10006
+def summary_of(res) -> dict:
+    "The headline measures of an `evaluate_model` result: accuracy, gold log-prob, questions, held-out (`_brief`)."
+    keys = ("average_accuracy", "mean_gold_logprob", "n_questions")
+    return {k: res.get(k) for k in keys} | dict(heldout=_brief(res.get("heldout") or {}))
+
 # %% ../nbs/08_experiments.ipynb #ff51509d
 def _train(method, model, tok, plan, S, splits, cfg, dense=None):
     "Wrap, train and fuse one of the trained methods; returns `(info, history)`; `as_trained`: the wrapped model's KL."
@@ -232,6 +249,16 @@ def compress(method, model, tok, plan: MergePlan, S, bi, splits, cfg: RunConfig,
     info |= dict(method=method, plan=plan.to_dict(), removed_layers=sorted(removed),
                  fraction_removed=len(removed) / plan.num_layers)
     return model, info, hist
+
+# %% ../nbs/08_experiments.ipynb #4ea10003
+def heal_compressed(model, tok, splits, cfg: RunConfig, removed, teacher=None) -> tuple:
+    "`(model, record)`: compressed `model` healed as `cfg` says, by KD to `teacher` (dense) on calibration text."
+    blocks = adjacent_blocks(len(get_layers(model)) + len(removed), removed) if cfg.heal_blocks == "adjacent" else None
+    teacher = cfg.load()[0] if teacher is None else teacher
+    dl = prepare_calibration_dataloader(tok, splits.flat("calibration"), cfg.calibration_samples,
+                                        cfg.calibration_batch_size, cfg.max_length, cfg.seed)
+    model, h = heal(model, teacher, dl, cfg.heal_steps, cfg.heal_rank, cfg.heal_lr, blocks, cfg.seed)
+    return model, asdict(h) | dict(blocks_mode=cfg.heal_blocks)
 
 # %% ../nbs/08_experiments.ipynb #8a236aa3
 def method_template() -> Path:
@@ -338,14 +365,16 @@ def _alphas(r):
 
 # %% ../nbs/08_experiments.ipynb #b1c06a61
 def _extra(r) -> dict:
-    "Per-source KL, the wrapped model's KL (`as_trained`), distance from a drop, plan and k of one run's results."
-    c, h = r.get("compression") or {}, r.get("heldout") or {}
+    "Per-source KL, the wrapped model's KL (`as_trained`), distance from a drop, plan, k and healing of a run."
+    c, h, hl = r.get("compression") or {}, r.get("heldout") or {}, r.get("healing") or {}
+    b = hl.get("before") or {}  # the same model's measures before healing
     src = h.get("by_source") or {}
     return dict(plan=(c.get("plan") or {}).get("method"), k=len(c.get("removed_layers") or []),
                 kl_by_source={s: v.get("kl_to_dense") for s, v in src.items()},
                 uniform_kl=h.get("uniform_kl"), uniform_kl_by_source={s: v.get("uniform_kl") for s, v in src.items()},
                 as_trained_kl=(c.get("as_trained") or {}).get("kl_to_dense"),
-                distance_from_drop=c.get("distance_from_drop"))
+                distance_from_drop=c.get("distance_from_drop"), healed=hl.get("steps", 0),
+                unhealed_kl=(b.get("heldout") or {}).get("kl_to_dense"), unhealed_accuracy=b.get("average_accuracy"))
 
 # %% ../nbs/08_experiments.ipynb #5a8c4ee1
 def _combined(st, r, ci) -> dict:
@@ -379,7 +408,8 @@ def check_protocols(combined) -> tuple:
 
 # %% ../nbs/08_experiments.ipynb #e65bdbde
 def paired_comparisons(output_dir, combined, baselines=BASELINES, runs=None, **kw) -> dict:
-    "`{run: {baseline: comparison}}`: accuracy (paired bootstrap, McNemar), gold log-prob and KL differences."
+    """`{run: {baseline: comparison}}`: accuracy (paired bootstrap, McNemar), gold log-prob and KL differences; a healed
+    run also against itself unhealed (`unhealed`)."""
     ok = [m for m, r in combined.items() if r.get("status") != "failed" and r.get("average_accuracy") is not None]
     check_protocols({m: combined[m] for m in ok}); recs = {m: run_records(Path(output_dir)/m) for m in ok}
     held = {m: json.loads((Path(output_dir)/m/"results.json").read_text()).get("heldout") or {} for m in ok}
@@ -390,6 +420,12 @@ def paired_comparisons(output_dir, combined, baselines=BASELINES, runs=None, **k
             if held[m].get("per_text") and held[b].get("per_text") and held[b].get("kl_to_dense") is not None:
                 c |= compare_heldout(held[m], held[b], "kl", **kw)
             out.setdefault(m, {})[b] = c
+        before = Path(output_dir)/m/"before_healing"  # a healed run against itself before healing
+        if (before/"results.json").exists():
+            hb = json.loads((before/"results.json").read_text()).get("heldout") or {}
+            c = compare_records(recs[m], run_records(before), **kw)
+            if held[m].get("per_text") and hb.get("per_text"): c |= compare_heldout(held[m], hb, "kl", **kw)
+            out.setdefault(m, {})["unhealed"] = c
     return out
 
 # %% ../nbs/08_experiments.ipynb #383efcf6
@@ -712,7 +748,8 @@ def _row(point, name, r) -> dict:
                 kl=r.get("kl_to_dense"), kl_lo=ci("kl_to_dense", 0), kl_hi=ci("kl_to_dense", 1),
                 perplexity=r.get("perplexity"),
                 **{f"kl_{s}": v for s, v in (r.get("kl_by_source") or {}).items()},
-                as_trained_kl=r.get("as_trained_kl"),
+                as_trained_kl=r.get("as_trained_kl"), healed=r.get("healed", 0), unhealed_kl=r.get("unhealed_kl"),
+                unhealed_accuracy=r.get("unhealed_accuracy"),
                 distance_from_drop=float(np.mean(dd)) if dd else None,
                 alphas=" ".join(f"{a:.3f}" for a in r["alphas"]) if r.get("alphas") else "")
 
@@ -815,8 +852,9 @@ def seed_point_spread(per_seed) -> list:
     for s, comb in per_seed.items():
         for r in comb["rows"]:
             if r["status"] == "done": by.setdefault((r["point"], r["method"]), []).append(r)
-    return [dict(point=pt, plan=rs[0]["plan"], k=rs[0]["k"], method=m, seeds=[r["seed"] for r in rs],
-                 **seed_spread(rs, _SPREAD_KEYS), values={k: [r[k] for r in rs] for k in _SPREAD_KEYS})
+    only = lambda rs: [{k: r[k] for k in (*_SPREAD_KEYS, "seed")} for r in rs]  # plans, and so alphas, differ by seed
+    return [dict(point=pt, plan=rs[0]["plan"], k=rs[0]["k"], method=m,
+                 **seed_spread(only(rs), _SPREAD_KEYS), values={k: [r[k] for r in rs] for k in _SPREAD_KEYS})
             for (pt, m), rs in by.items()]
 
 # %% ../nbs/08_experiments.ipynb #c0de5e05
@@ -868,7 +906,8 @@ def run_seed_sweeps(cfg: RunConfig, methods, plans, ks, seeds, overwrite=False, 
 # %% ../nbs/08_experiments.ipynb #b0f1e001
 PROFILE_STEPS = dict(imports=("from mka_alpha",), model_load=("cfg.load()", "load_model("),
                      shared_assets=("similarity_assets(",), compress=("compress(method",), plot=("training_figure(",
-                     "plot_training("), evaluate=("evaluate_model(",))  # a cell counts for the first step it matches
+                     "plot_training("), unhealed_eval=("before_healing",), heal=("heal_compressed(",),
+                     save=("save_fused(",), evaluate=("evaluate_model(", "res = measure("))  # a cell: its first match
 
 def _when(stamp) -> float: return datetime.fromisoformat(stamp).timestamp()
 

@@ -208,6 +208,12 @@ def _line(ax, rows, method, key, plan, i, label=None):
     if not len(x): return
     ax.plot(x, m, "o-", c=f"C{i}", label=label or method, ms=3); ax.fill_between(x, lo, hi, color=f"C{i}", alpha=.2)
 
+# %% ../nbs/09_plots.ipynb #4ea10009
+def _unhealed_line(ax, rows, method, plan, i):
+    "Draw `method`'s KL before healing (dashed, mean over seeds), where its runs were healed."
+    x, m, _, _ = curve(rows, method, "unhealed_kl", plan)
+    if len(x): ax.plot(x, m, "x--", c=f"C{i}", lw=1, ms=3, label=f"{method}, unhealed")
+
 # %% ../nbs/09_plots.ipynb #2cf15fd1
 def _reference_lines(a, b, sweep):
     "The KL of a uniform guess on the KL axis `a`, the dense model's gold log-prob on `b`, where the sweep has them."
@@ -217,10 +223,11 @@ def _reference_lines(a, b, sweep):
 
 # %% ../nbs/09_plots.ipynb #6b110d6d
 def plot_curves(sweep, path=None, plan=None) -> Figure:
-    "KL to dense (log) and gold-letter log-prob against the fraction removed, for `plan`, one line per method."
+    "KL to dense (log; before healing dashed) and gold-letter log-prob against the fraction removed, for `plan`."
     rows = sweep["rows"]; fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     for i, m in enumerate(dict.fromkeys(r["method"] for r in rows if r["method"] != "dense")):
         _line(a, rows, m, "kl", plan, i); _line(b, rows, m, "gold_logprob", plan, i)
+        _unhealed_line(a, rows, m, plan, i)
     _reference_lines(a, b, sweep)
     a.set(yscale="log", xlabel="fraction of blocks removed", ylabel="KL(dense || model), nats/token",
           title=f"{plan}: KL")
