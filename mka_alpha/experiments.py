@@ -304,7 +304,8 @@ def run_method(method, cfg: RunConfig, overwrite=False, kernel_name=None, name=N
     if on_start is not None: on_start()  # a run that is not skipped starts here
     params = dict(method=method, config=json.dumps(asdict(cfg)), name=name)
     try:
-        where = dict(km=km()) if km is not None else dict(cwd=str(out))  # the notebook's paths are absolute
+        # no `cwd`: papermill would chdir this whole process, and jobs in threads would race; the paths are absolute
+        where = dict(km=km()) if km is not None else {}
         pm.execute_notebook(str(method_template()), str(out/"run.ipynb"), parameters=params,
                             kernel_name=kernel_name or "python3", progress_bar=False, **where)
         return st | dict(status="done", seconds=time.perf_counter() - t0, results=str(res))
