@@ -42,8 +42,8 @@ __all__ = ['FIXED', 'TRAINED', 'METHODS', 'SEED_METHODS', 'DEFAULT_TARGET_COMPRE
            'run_budget', 'prepare_shared', 'run_tasks', 'shared_once', 'experiment_tasks', 'combine_experiments',
            'report', 'finished_runs', 'report_folder', 'run_experiments', 'point_config', 'sweep_tasks', 'sweep_runs',
            'sweep_table', 'write_sweep', 'kl_table', 'sweep_report', 'run_sweep', 'report_sweep', 'is_sweep',
-           'seed_configs', 'seed_point_spread', 'spread_table', 'combine_seed_sweeps', 'run_seed_sweeps', 'run_profile',
-           'sweep_profile', 'profile_table', 'ablation_configs', 'run_ablation']
+           'seed_configs', 'seed_point_spread', 'spread_table', 'combine_seed_sweeps', 'grid_order', 'run_seed_sweeps',
+           'run_profile', 'sweep_profile', 'profile_table', 'ablation_configs', 'run_ablation']
 
 # %% ../nbs/08_experiments.ipynb #0c7cacae
 FIXED = {"fixed_05": 0.5, "fixed_07": 0.7}
@@ -888,6 +888,11 @@ def combine_seed_sweeps(output_dir, statuses=None, verbose=True) -> dict:
                                   spread_table(combined["spread"], p) for p in cfg["plans"]))
     return combined
 
+# %% ../nbs/08_experiments.ipynb #fb391499
+def grid_order(tasks, plans) -> list:
+    "A plan at a time over every seed (a grid stopped early leaves whole plans), trained runs first (the longest)."
+    return sorted(tasks, key=lambda t: (list(plans).index(t[1].plan), t[0] not in TRAINED))
+
 # %% ../nbs/08_experiments.ipynb #c0de5e08
 def run_seed_sweeps(cfg: RunConfig, methods, plans, ks, seeds, overwrite=False, jobs=1, verbose=True,
                     warm=False) -> dict:
@@ -901,7 +906,7 @@ def run_seed_sweeps(cfg: RunConfig, methods, plans, ks, seeds, overwrite=False, 
         atomic_write(Path(c.output_dir)/"config.json",
                      json.dumps(asdict(c) | dict(seeds=None, plans=plans, ks=list(ks)), indent=2))
         shared_once(c, tasks=ts, overwrite=overwrite, verbose=verbose)
-    statuses = run_tasks(tasks, overwrite, jobs, verbose, t0, warm)
+    statuses = run_tasks(grid_order(tasks, plans), overwrite, jobs, verbose, t0, warm)
     return combine_seed_sweeps(out, statuses, verbose) if is_main() else None
 
 # %% ../nbs/08_experiments.ipynb #b0f1e001

@@ -107,9 +107,9 @@ def param_alphas(self: MergeBase) -> dict:
 
 # %% ../nbs/04_mergeable.ipynb #90079b9b
 @patch
-def alpha_summary(self: MergeBase) -> float:
-    "One number for the training log: the pair's alpha now."
-    return float(self.fused_alpha())
+def alpha_summary(self: MergeBase, as_tensor=False):
+    "One number for the training log: the pair's alpha now (`as_tensor`: a detached tensor, read without a sync)."
+    return torch.as_tensor(self.fused_alpha()) if as_tensor else float(self.fused_alpha())
 
 # %% ../nbs/04_mergeable.ipynb #8a7a96e2
 @patch
@@ -162,6 +162,11 @@ def fused_alpha(self: MergeableLayer) -> float:
     "The scalar alpha."
     return self.alpha.item()
 
+@patch
+def alpha_summary(self: MergeableLayer, as_tensor=False):
+    "The scalar alpha now (`as_tensor`: a detached tensor, read without a device sync)."
+    return self.alpha.detach() if as_tensor else self.alpha.item()
+
 # %% ../nbs/04_mergeable.ipynb #0b9302e2
 def sample_stats(h, mask=None):
     "Per-sample `(B, 4)` mean, std, min, max of `h` `(B, T, H)` over positions where `mask` `(B, T)` is 1."
@@ -196,7 +201,7 @@ class MLPMergeableLayer(MergeBase):
 # %% ../nbs/04_mergeable.ipynb #02d4332e
 @torch.no_grad()
 def _record(layer, alpha):
-    if layer.recording: layer.alpha_records.append(alpha.detach().float().cpu())
+    if layer.recording: layer.alpha_records.append(alpha.detach().float())  # on its device: no sync
 
 @patch
 def _forward(self: MLPMergeableLayer, hidden_states, *args, **kwargs):
@@ -225,9 +230,10 @@ def fused_alpha(self: MLPMergeableLayer) -> float:
     return self.alpha_stats()["mean"]
 
 @patch
-def alpha_summary(self: MLPMergeableLayer) -> float:
-    "The mean alpha over the samples recorded since the last clear (NaN when none)."
-    return torch.cat(self.alpha_records).mean().item() if self.alpha_records else float("nan")
+def alpha_summary(self: MLPMergeableLayer, as_tensor=False):
+    "The mean alpha over the samples recorded since the last clear (NaN when none); `as_tensor`: no sync."
+    a = torch.cat(self.alpha_records).mean() if self.alpha_records else torch.tensor(float("nan"))
+    return a if as_tensor else a.item()
 
 # %% ../nbs/04_mergeable.ipynb #c1116c9f
 @patch
@@ -319,9 +325,10 @@ def param_alphas(self: WeightMergeableLayer) -> dict:
 
 # %% ../nbs/04_mergeable.ipynb #d5edeaa6
 @patch
-def alpha_summary(self: WeightMergeableLayer) -> float:
-    "The mean of the group alphas (the one alpha, per pair)."
-    return torch.stack(list(self.alphas().values())).mean().item()
+def alpha_summary(self: WeightMergeableLayer, as_tensor=False):
+    "The mean of the group alphas (the one alpha, per pair); `as_tensor`: a detached tensor, read without a sync."
+    a = torch.stack(list(self.alphas().values())).mean().detach()
+    return a if as_tensor else a.item()
 
 @patch
 def learned_alpha(self: WeightMergeableLayer) -> dict:

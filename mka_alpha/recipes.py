@@ -98,7 +98,8 @@ def pair_alphas(model, dl=None) -> list:
 def sample_alphas(model, dl) -> dict:
     "`{pair: alphas}` of every MLP pair of `model`, one per sample of `dl`, in the loader's order."
     collect_mlp_alphas(model, dl)  # the wrappers that record per-sample alphas (MLP mode) have `alpha_records`
-    return {w.pair: torch.cat(w.alpha_records).float().numpy() for w in wrappers(model) if hasattr(w, "alpha_records")}
+    return {w.pair: torch.cat(w.alpha_records).float().cpu().numpy()
+            for w in wrappers(model) if hasattr(w, "alpha_records")}
 
 # %% ../nbs/14_recipes.ipynb #2fc76df2
 BASELINE_METHODS = ("mka_similarity", "fixed_05", "drop")

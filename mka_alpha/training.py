@@ -250,10 +250,21 @@ def _setup(model, lr, mlp_lr, gradient_checkpointing, autocast):
     mlp = [p for n, p in ap.items() if ".alpha_net." in n]
     logits = [p for n, p in ap.items() if ".alpha_net." not in n]
     opt = torch.optim.Adam([g for g in ({"params": logits, "lr": lr}, {"params": mlp, "lr": mlp_lr}) if g["params"]])
-    set_checkpointing(model, dev.type == "cuda" if gradient_checkpointing is None else gradient_checkpointing)
+    set_checkpointing(model, bool(gradient_checkpointing))  # None: decided on the first batch (`_auto_checkpointing`)
     use_ac = dev.type == "cuda" if autocast is None else autocast
     ac = partial(torch.autocast, device_type=dev.type, dtype=torch.bfloat16, enabled=use_ac)
     return dev, opt, ac
+
+# %% ../nbs/05_training.ipynb #bdcfeafe
+def _auto_checkpointing(model, batch, start, free=None) -> bool:
+    """Checkpoint (the CUDA default, `gradient_checkpointing=None`) only where the student's saved activations, about
+    `2 * (16 * hidden + 4 * intermediate)` bytes a token a block from `start`, would take over a quarter of `free`."""
+    if model_device(model).type != "cuda" and free is None: return False
+    c = model.config; h = c.hidden_size; inter = getattr(c, "intermediate_size", None) or 4 * h
+    blocks = len(get_layers(model)) - (start or 0)
+    need = batch["input_ids"].numel() * blocks * 2 * (16 * h + 4 * inter)
+    free = torch.cuda.mem_get_info(model_device(model))[0] if free is None else free
+    return need > free / 4
 
 # %% ../nbs/05_training.ipynb #2b65ca4d
 def _loss(model, batch, i, start, cache, teacher, loss, ws, ac):
@@ -268,6 +279,23 @@ def _loss(model, batch, i, start, cache, teacher, loss, ws, ac):
         if loss == "kd": return kd_loss(s_logits, t_logits, batch["attention_mask"])
         return lm_loss(s_logits, batch["labels"])
 
+# %% ../nbs/05_training.ipynb #00dfd43a
+def _step(model, opt, loss_fn):
+    "One optimiser step on `loss_fn()`; the loss comes back detached, on its device (no host sync)."
+    l = loss_fn(); opt.zero_grad(set_to_none=True); l.backward(); opt.step()
+    return l.detach()
+
+def _retry_checkpointed(model, opt, step):
+    "`step()`; out of GPU memory without checkpointing, switch it on (with a warning) and run the step again."
+    try: return step()
+    except torch.OutOfMemoryError as e:
+        if any(getattr(l, "checkpointing", getattr(l, "gradient_checkpointing", False)) for l in get_layers(model)):
+            raise
+        opt.zero_grad(set_to_none=True); torch.cuda.empty_cache(); set_checkpointing(model, True)
+        warnings.warn(f"Alpha training ran out of GPU memory without gradient checkpointing ({str(e)[:80]}); it goes "
+                      "on with checkpointing. Pass gradient_checkpointing=True to start with it.")
+        return step()
+
 # %% ../nbs/05_training.ipynb #9bf2afc6
 def train_alpha_parameters(model, dataloader, steps=DEFAULT_STEPS, lr=DEFAULT_LR, loss="kd", teacher=None,
                            mlp_lr=DEFAULT_MLP_LR, gradient_checkpointing=None, autocast=None, skip_prefix=True,
@@ -279,11 +307,16 @@ def train_alpha_parameters(model, dataloader, steps=DEFAULT_STEPS, lr=DEFAULT_LR
     start = min(min(p) for p in model._mka.plan) if skip_prefix else None
     hist = TrainHistory(pairs=list(model._mka.plan), init_alphas=list(model._mka.alpha_inits))
     ws, cache, was_training = wrappers(model), {}, model.training
-    model.train(); t0 = time.perf_counter()
+    model.train(); t0, losses, alphas = time.perf_counter(), [], []
+    auto = gradient_checkpointing is None and dev.type == "cuda"
     for i, batch in tqdm(_batches(dataloader, steps, seed), total=steps, disable=not progress, desc="alpha"):
-        l = _loss(model, {k: v.to(dev) for k, v in batch.items()}, i, start, cache, teacher, loss, ws, ac)
-        opt.zero_grad(set_to_none=True); l.backward(); opt.step()
-        hist.loss.append(l.item()); hist.alphas.append([w.alpha_summary() for w in ws])
+        b = {k: v.to(dev) for k, v in batch.items()}
+        if auto and not losses: set_checkpointing(model, _auto_checkpointing(model, b, start))
+        step = lambda: _step(model, opt, lambda: _loss(model, b, i, start, cache, teacher, loss, ws, ac))
+        l = _retry_checkpointed(model, opt, step) if auto else step()
+        losses.append(l); alphas.append([w.alpha_summary(as_tensor=True) for w in ws])  # read after the loop
+    hist.loss = torch.stack(losses).tolist() if losses else []
+    hist.alphas = [[float(a) for a in row] for row in alphas]
     hist.seconds_per_step = (time.perf_counter() - t0) / max(steps, 1)
     for w in ws: w.set_recording(False)
     check_only_alphas_have_grads(model); model.train(was_training)

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Issue 23's GPU runs on one H200 or H100, one step a device call (the machine stays warm between calls, so /tmp/site,
+# the default model's GGUF and /tmp/grid persist from call to call).
+# Usage (repo root): bash benchmarks/gpu_i23.sh STEP OUT [args]
+#   setup, part N  as benchmarks/gpu_i22.sh (the wheels, and the default model's GGUF in four parts)
+#   step ARGS      benchmarks/train_step_gpu.py: one training step alone, the defaults before/after, concurrency
+#   grid SECONDS [mka-evaluate flags]
+#                  the full grid (3 plans x k 2 4 6 8 x every method x seeds 0 1 2, each seed resampling the calibration
+#                  set; 500 steps, 5,700 MMLU questions, 65,536 held-out tokens) into /tmp/grid, in the background
+#                  (a call that finds it running only waits); waits up to SECONDS, then collects into OUT:
+#                  grid_status.txt, profile.json (experiments.sweep_profile), gpu.csv (nvidia-smi each second),
+#                  grid_tables.tar.xz (every results.json, table, plot and output-free run.ipynb) and
+#                  grid_predictions_*.tar (the per-question predictions, in parts under 15 MB)
+set -uo pipefail
+step=$1; out=${2:-$OUT}; mkdir -p "$out"
+export PYTHONPATH=/tmp/site:$PWD:$PWD/benchmarks HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+export MKA_ALPHA_CACHE=/tmp/mka_cache
+G=/tmp/grid
+t0=$(date +%s)
+case $step in
+  setup|part) bash benchmarks/gpu_i22.sh "$@" ;;
+  step)
+    python3 benchmarks/train_step_gpu.py --out "$out/step" "${@:3}" 2>&1 | tee "$out/step.log" ;;
+  grid)
+    mkdir -p $G
+    if [ -f $G/pid ] && kill -0 "$(cat $G/pid)" 2>/dev/null; then echo "grid already running (pid $(cat $G/pid))"
+    else
+      [ -f $G/smi.pid ] || { setsid nohup nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used \
+        --format=csv,noheader,nounits -l 1 >> $G/gpu.csv 2>/dev/null & echo $! > $G/smi.pid; }
+      setsid nohup python3 -c "from mka_alpha.cli import evaluate_methods_main as m; m()" --output_dir $G/runs \
+        --plans bi_merge similar_pairs mka_backward --num_layer 2 4 6 8 --seeds 0 1 2 --resample_calibration \
+        --methods dense mka_similarity fixed_05 fixed_07 learned learned_mlp learned_weight drop drop_best shortgpt \
+        --num_training_steps 500 --num_calibration_samples 1000 --eval_limit 5700 --eval_batch_size 64 \
+        --heldout_tokens 65536 --no_save_model --warm_kernels "${@:4}" >> $G/log.txt 2>&1 &
+      echo $! > $G/pid; echo "grid started (pid $(cat $G/pid)) at $(date -u +%T)" | tee -a $G/starts.txt
+    fi
+    end=$(( $(date +%s) + $3 ))
+    while kill -0 "$(cat $G/pid)" 2>/dev/null && [ "$(date +%s)" -lt $end ]; do sleep 5; done
+    kill -0 "$(cat $G/pid)" 2>/dev/null && echo "grid still running" || echo "grid finished"
+    python3 benchmarks/grid_collect.py $G "$out" ;;
+esac
+echo "step $step: $(( $(date +%s) - t0 )) s"
