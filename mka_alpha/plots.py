@@ -18,9 +18,10 @@ from .evaluation import option, flags_parser
 from .experiments import is_sweep
 
 # %% auto #0
-__all__ = ['RESULT_FIGURES', 'save_figure', 'training_figure', 'load_results', 'bar_errors', 'plot_accuracy', 'learned_alphas',
-           'plot_alpha_hist', 'plot_alpha_vs_similarity', 'plot_categories', 'plot_losses', 'plot_results', 'PlotFlags',
-           'plot_parser', 'plot_main', 'plot_ablation', 'curve', 'plot_curves', 'plot_plans', 'plot_sweep']
+__all__ = ['RESULT_FIGURES', 'SEED_METHODS_PLOTTED', 'save_figure', 'training_figure', 'load_results', 'bar_errors',
+           'plot_accuracy', 'learned_alphas', 'plot_alpha_hist', 'plot_alpha_vs_similarity', 'plot_categories',
+           'plot_losses', 'plot_results', 'PlotFlags', 'plot_parser', 'plot_main', 'plot_ablation', 'curve',
+           'plot_curves', 'plot_plans', 'plot_sweep', 'seed_sweep', 'plot_seed_curves']
 
 # %% ../nbs/09_plots.ipynb #93524905
 def save_figure(fig, path=None) -> Figure:
@@ -248,10 +249,45 @@ def plot_plans(sweep, path=None, method="fixed_05") -> Figure:
 
 # %% ../nbs/09_plots.ipynb #d8b8c805
 def plot_sweep(results_dir, out_dir=None, methods=("fixed_05", "learned_weight", "drop")) -> list:
-    "Every curve figure of a sweep folder, one per plan and plan against plan for each of `methods` present; paths."
-    d = Path(results_dir); sw = json.loads((d/"results.json").read_text()); o = Path(out_dir or d/"plots")
+    """Every curve figure of a sweep folder, one per plan and plan against plan for each of `methods` present (over
+resampled seeds: their mean and band, and `plot_seed_curves` a plan); paths."""
+    d = Path(results_dir); seeds = (d/"config.json").exists() and json.loads((d/"config.json").read_text()).get(
+        "resample_calibration")
+    sw = seed_sweep(d) if seeds else json.loads((d/"results.json").read_text()); o = Path(out_dir or d/"plots")
     plans = list(dict.fromkeys(r["plan"] for r in sw["rows"] if r["plan"] != "-"))
     for p in plans: plot_curves(sw, o/f"curves_{p}.png", p)
+    if seeds: plans_seeds = [plot_seed_curves(sw, o/f"seeds_{p}.png", p) and o/f"seeds_{p}.png" for p in plans]
     present = [m for m in methods if m in {r["method"] for r in sw["rows"]}]
     for m in present: plot_plans(sw, o/f"plans_{m}.png", m)
-    return [o/f"curves_{p}.png" for p in plans] + [o/f"plans_{m}.png" for m in present]
+    return [o/f"curves_{p}.png" for p in plans] + [o/f"plans_{m}.png" for m in present] + (plans_seeds if seeds else [])
+
+# %% ../nbs/09_plots.ipynb #beeac7cc
+def seed_sweep(results_dir) -> dict:
+    "A sweep over resampled seeds as one sweep: every seed folder's finished rows (`sample_seed` added), for the plots."
+    d = Path(results_dir); cfg = json.loads((d/"config.json").read_text()); rows, uni = [], None
+    for s in cfg["seeds"]:
+        f = d/f"seed{s}"/"results.json"
+        if not f.exists(): continue
+        sw = json.loads(f.read_text()); uni = uni or sw.get("uniform_kl")
+        rows += [r | dict(sample_seed=s) for r in sw["rows"] if r.get("status", "done") == "done"]
+    if not rows: raise FileNotFoundError(f"No seed folder of {d} holds a sweep table: run mka-evaluate --report_only.")
+    return dict(rows=rows, uniform_kl=uni, seeds=[s for s in cfg["seeds"] if (d/f"seed{s}"/"results.json").exists()])
+
+# %% ../nbs/09_plots.ipynb #47239b08
+SEED_METHODS_PLOTTED = ("drop", "drop_best", "fixed_05", "learned_weight")
+
+def plot_seed_curves(sweep, path=None, plan=None, methods=SEED_METHODS_PLOTTED) -> Figure:
+    "KL to dense (log) and MMLU accuracy against the fraction removed on `plan`: a thin line a seed, their mean thick."
+    rows, present = sweep["rows"], {r["method"] for r in sweep["rows"]}
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for i, m in enumerate(m for m in methods if m in present):
+        for ax, key in zip(axes, ("kl", "accuracy")):
+            for s in sweep["seeds"]:
+                x, y, _, _ = curve([r for r in rows if r["sample_seed"] == s], m, key, plan)
+                ax.plot(x, y, "-", c=f"C{i}", lw=.8, alpha=.5)
+            x, y, _, _ = curve(rows, m, key, plan); ax.plot(x, y, "o-", c=f"C{i}", lw=2, ms=3, label=m)
+    if sweep.get("uniform_kl"): axes[0].axhline(sweep["uniform_kl"], ls="--", c="k", lw=1, label="uniform guess")
+    axes[0].set(yscale="log", xlabel="fraction of blocks removed", ylabel="KL(dense || model), nats/token",
+                title=f"{plan}: KL, seeds {sweep['seeds']}")
+    axes[1].set(xlabel="fraction of blocks removed", ylabel="MMLU accuracy", title=f"{plan}: accuracy, a line a seed")
+    axes[0].legend(fontsize=7); return save_figure(fig, path)
