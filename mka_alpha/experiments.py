@@ -400,8 +400,9 @@ def combine_results(output_dir, statuses) -> dict:
 
 # %% ../nbs/08_experiments.ipynb #0634ad48
 def check_protocols(combined) -> tuple:
-    "The one `(protocol, data_checksum)` of the runs in `combined`; runs scored on other questions raise."
-    seen = {(r.get("protocol"), r.get("data_checksum")) for r in combined.values() if r.get("status") != "failed"}
+    "The one `(protocol, data_checksum)` of the scored runs in `combined`; runs scored on other questions raise."
+    seen = {(r.get("protocol"), r.get("data_checksum")) for r in combined.values()
+            if r.get("status") not in ("failed", "unfinished")}  # a stopped run scored nothing
     if len(seen) > 1: raise ValueError(
         f"These runs were scored under different MMLU protocols or data {sorted(seen, key=str)}: their scores cover "
         "different questions. Compare runs of one protocol and data source (re-run the others, or report them apart).")
