@@ -9,8 +9,11 @@
 #                  set; 500 steps, 5,700 MMLU questions, 65,536 held-out tokens) into /tmp/grid, in the background
 #                  (a call that finds it running only waits); waits up to SECONDS, then collects into OUT:
 #                  grid_status.txt, profile.json (experiments.sweep_profile), gpu.csv (nvidia-smi each second),
-#                  grid_tables.tar.xz (every results.json, table, plot and output-free run.ipynb) and
-#                  grid_predictions_*.tar (the per-question predictions, in parts under 15 MB)
+#                  grid_tables.tar.gz (every results.json, table, plot and output-free run.ipynb) and
+#                  grid_predictions_*.tar.gz (the per-question predictions, gzipped parts of about 12 MB)
+#   heal SECONDS [flags]     issue 24's healed curves the same way, into /tmp/heal: plans bi_merge and similar_pairs,
+#                  k 4 6 8, drop drop_best fixed_05 mka_similarity learned learned_weight (+ dense), 500 healing steps
+#   healabl SECONDS [flags]  issue 24's healing-steps ablation at bi_merge k = 4 (0 100 500 2000), into /tmp/healabl
 set -uo pipefail
 step=$1; out=${2:-$OUT}; mkdir -p "$out"
 export PYTHONPATH=/tmp/site:$PWD:$PWD/benchmarks HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
@@ -21,22 +24,30 @@ case $step in
   setup|part) bash benchmarks/gpu_i22.sh "$@" ;;
   step)
     python3 benchmarks/train_step_gpu.py --out "$out/step" "${@:3}" 2>&1 | tee "$out/step.log" ;;
-  grid)
+  grid|heal|healabl)
+    case $step in
+      grid) G=/tmp/grid; preset="--plans bi_merge similar_pairs mka_backward --num_layer 2 4 6 8 --seeds 0 1 2
+        --resample_calibration --methods dense mka_similarity fixed_05 fixed_07 learned learned_mlp learned_weight
+        drop drop_best shortgpt" ;;
+      heal) G=/tmp/heal; preset="--plans bi_merge similar_pairs --num_layer 4 6 8 --heal_steps 500 --methods dense
+        drop drop_best fixed_05 mka_similarity learned learned_weight" ;;
+      healabl) G=/tmp/healabl; preset="--plan bi_merge --num_layer 4 --heal_ablation 0 100 500 2000 --methods drop
+        drop_best fixed_05 mka_similarity learned learned_weight" ;;
+    esac
     mkdir -p $G
-    if [ -f $G/pid ] && kill -0 "$(cat $G/pid)" 2>/dev/null; then echo "grid already running (pid $(cat $G/pid))"
+    if [ -f $G/pid ] && kill -0 "$(cat $G/pid)" 2>/dev/null; then echo "$step already running (pid $(cat $G/pid))"
     else
       [ -f $G/smi.pid ] || { setsid nohup nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used \
         --format=csv,noheader,nounits -l 1 >> $G/gpu.csv 2>/dev/null & echo $! > $G/smi.pid; }
+      # shellcheck disable=SC2086
       setsid nohup python3 -c "from mka_alpha.cli import evaluate_methods_main as m; m()" --output_dir $G/runs \
-        --plans bi_merge similar_pairs mka_backward --num_layer 2 4 6 8 --seeds 0 1 2 --resample_calibration \
-        --methods dense mka_similarity fixed_05 fixed_07 learned learned_mlp learned_weight drop drop_best shortgpt \
-        --num_training_steps 500 --num_calibration_samples 1000 --eval_limit 5700 --eval_batch_size 64 \
+        $preset --num_training_steps 500 --num_calibration_samples 1000 --eval_limit 5700 --eval_batch_size 64 \
         --heldout_tokens 65536 --no_save_model --warm_kernels "${@:4}" >> $G/log.txt 2>&1 &
-      echo $! > $G/pid; echo "grid started (pid $(cat $G/pid)) at $(date -u +%T)" | tee -a $G/starts.txt
+      echo $! > $G/pid; echo "$step started (pid $(cat $G/pid)) at $(date -u +%T)" | tee -a $G/starts.txt
     fi
     end=$(( $(date +%s) + $3 ))
     while kill -0 "$(cat $G/pid)" 2>/dev/null && [ "$(date +%s)" -lt $end ]; do sleep 5; done
-    kill -0 "$(cat $G/pid)" 2>/dev/null && echo "grid still running" || echo "grid finished"
+    kill -0 "$(cat $G/pid)" 2>/dev/null && echo "$step still running" || echo "$step finished"
     python3 benchmarks/grid_collect.py $G "$out" ;;
 esac
 echo "step $step: $(( $(date +%s) - t0 )) s"

@@ -1,5 +1,5 @@
 """Collect the GPU grid (benchmarks/gpu_i23.sh grid) from GRID into OUT: status, sweep profile, GPU samples and the
-run files (grid_status.txt, profile.json, grid_tables.tar.xz with gpu.csv and the log, grid_predictions_N.tar),
+run files (grid_status.txt, profile.json, grid_tables.tar.gz with gpu.csv and the log, grid_predictions_N.tar.gz),
 small enough to come back from the device machine (at most 8 files of 16 MB).
 Usage: python3 benchmarks/grid_collect.py GRID OUT"""
 import io, json, sys, tarfile, time
@@ -22,7 +22,7 @@ def add(tar, path, data=None):
     if data is None: tar.add(path, arcname=name); return
     ti = tarfile.TarInfo(name); ti.size = len(data); ti.mtime = path.stat().st_mtime; tar.addfile(ti, io.BytesIO(data))
 
-with tarfile.open(out/"grid_tables.tar.xz", "w:xz") as tar:
+with tarfile.open(out/"grid_tables.tar.gz", "w:gz") as tar:
     for p in sorted(runs.rglob("*")):
         if not p.is_file() or p.name.startswith("predictions") or p.suffix in (".safetensors", ".pt", ".bin"): continue
         if p.suffix == ".ipynb":  # the cells' timings and parameters, without their outputs
@@ -34,9 +34,9 @@ with tarfile.open(out/"grid_tables.tar.xz", "w:xz") as tar:
         if (grid/f).exists(): add(tar, grid/f)
 part, size, tar = 0, 0, None
 for p in sorted(runs.rglob("predictions*")):
-    if tar is None or size > 14e6:
+    if tar is None or size > 80e6:  # raw bytes a part: about 12 MB gzipped
         if tar: tar.close()
-        part += 1; size = 0; tar = tarfile.open(out/f"grid_predictions_{part}.tar", "w")
+        part += 1; size = 0; tar = tarfile.open(out/f"grid_predictions_{part}.tar.gz", "w:gz")
     add(tar, p); size += p.stat().st_size
 if tar: tar.close()
 print("collected:", sorted((f.name, f.stat().st_size) for f in out.iterdir()))

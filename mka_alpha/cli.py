@@ -19,6 +19,7 @@ from .fusion import save_fused
 from .evaluation import evaluate_model, option, like, flags_parser, test_flags
 from .experiments import (RunConfig, METHODS, SEED_METHODS, check_methods, similarity_assets, dense_assets,
                                    make_plan, compress, run_experiments, run_ablation, report_folder, TRAINED,
+                                   run_heal_ablation,
                                    run_sweep, report_sweep, is_sweep, run_seed_sweeps,
                                    combine_seed_sweeps, heal_compressed, summary_of)
 from .plots import training_figure, plot_ablation
@@ -148,6 +149,9 @@ class EvaluateFlags:
     methods: list[str] | None = option(None, f"any of {', '.join(METHODS)} (default: the seeds' methods)", nargs="+")
     overwrite: bool = option(False, "re-run finished methods")
     ablation: bool = option(False, "also run the training steps / learning rate sweep")
+    heal_ablation: list[int] | None = option(None, "instead, run the comparison once per healing budget, e.g. "
+                                             "0 100 500 2000 (OUTPUT_DIR/heal_ablation/heal<N>/; one plan, one k)",
+                                             nargs="+")
     report_only: bool = option(False, "run nothing: re-combine the finished runs in --output_dir and print the tables")
     seeds: list[int] | None = option(None, "run each trained method once per seed (calibration sample, batch order, "
                                      "MLP init); reports mean and spread", nargs="+")
@@ -203,6 +207,11 @@ def evaluate_methods_main(argv=None):
         if a.report_only: return report_only(a.output_dir)
         cfg, methods = evaluate_config(a); plans, ks = sweep_points(a, cfg, check_run_flags(cfg))
         dist_env("gloo")  # under torchrun the processes share the method runs, one GPU each
+        if a.heal_ablation:
+            if len(plans) > 1 or len(ks) > 1 or a.resample_calibration: raise ValueError(
+                "--heal_ablation runs one point: give one plan and one --num_layer, without --resample_calibration.")
+            return run_heal_ablation(dataclasses.replace(cfg, plan=plans[0]), methods, a.heal_ablation, a.overwrite,
+                                     a.jobs, warm=a.warm_kernels)
         if a.resample_calibration: run_seed_sweeps(cfg, methods, plans, ks, a.seeds, a.overwrite, a.jobs,
                                                    warm=a.warm_kernels)
         elif len(plans) > 1 or len(ks) > 1: run_sweep(cfg, methods, plans, ks, a.seeds, a.overwrite, a.jobs,

@@ -33,17 +33,19 @@ from .stats import accuracy_ci, compare_records, compare_heldout, seed_spread, f
 # %% auto #0
 __all__ = ['FIXED', 'TRAINED', 'METHODS', 'SEED_METHODS', 'DEFAULT_TARGET_COMPRESSION', 'BASELINES', 'RESULT_HEADS', 'COSTS',
            'RUN_OVERHEAD_S', 'PLAN_FREE', 'SWEEP_BASELINES', 'PROFILE_STEPS', 'ABLATION_STEPS', 'ABLATION_LRS',
-           'check_methods', 'CompressFlags', 'TrainFlags', 'HealFlags', 'RunConfig', 'shared_dir', 'check_shared_data',
-           'similarity_assets', 'dense_assets', 'make_plan', 'summary_of', 'calibration_kl', 'compress',
-           'heal_compressed', 'method_template', 'absolute_paths', 'run_name', 'run_method', 'WarmKernels',
-           'run_records', 'combine_results', 'check_protocols', 'paired_comparisons', 'seed_summary',
-           'comparison_table', 'comparisons_table', 'seeds_table', 'fmt_duration', 'progress_line', 'Budget',
-           'estimate_seconds', 'estimate_line', 'token_seconds', 'mmlu_tokens', 'heldout_token_count', 'loader_tokens',
-           'run_budget', 'prepare_shared', 'run_tasks', 'shared_once', 'experiment_tasks', 'combine_experiments',
-           'report', 'finished_runs', 'report_folder', 'run_experiments', 'point_config', 'sweep_tasks', 'sweep_runs',
-           'sweep_table', 'write_sweep', 'kl_table', 'sweep_report', 'run_sweep', 'report_sweep', 'is_sweep',
-           'seed_configs', 'seed_point_spread', 'spread_table', 'combine_seed_sweeps', 'grid_order', 'run_seed_sweeps',
-           'run_profile', 'sweep_profile', 'profile_table', 'ablation_configs', 'run_ablation']
+           'HEAL_ABLATION_STEPS', 'HEAL_BASELINES', 'check_methods', 'CompressFlags', 'TrainFlags', 'HealFlags',
+           'RunConfig', 'shared_dir', 'check_shared_data', 'similarity_assets', 'dense_assets', 'make_plan',
+           'summary_of', 'calibration_kl', 'compress', 'heal_compressed', 'method_template', 'absolute_paths',
+           'run_name', 'run_method', 'WarmKernels', 'run_records', 'combine_results', 'check_protocols',
+           'paired_comparisons', 'seed_summary', 'comparison_table', 'comparisons_table', 'seeds_table', 'fmt_duration',
+           'progress_line', 'Budget', 'estimate_seconds', 'estimate_line', 'token_seconds', 'mmlu_tokens',
+           'heldout_token_count', 'loader_tokens', 'run_budget', 'prepare_shared', 'run_tasks', 'shared_once',
+           'experiment_tasks', 'combine_experiments', 'report', 'finished_runs', 'report_folder', 'run_experiments',
+           'point_config', 'sweep_tasks', 'sweep_runs', 'sweep_table', 'write_sweep', 'kl_table', 'sweep_report',
+           'run_sweep', 'report_sweep', 'is_sweep', 'seed_configs', 'seed_point_spread', 'spread_table',
+           'combine_seed_sweeps', 'grid_order', 'run_seed_sweeps', 'run_profile', 'sweep_profile', 'profile_table',
+           'ablation_configs', 'run_ablation', 'heal_ablation_configs', 'heal_ablation_rows', 'heal_ablation_table',
+           'run_heal_ablation']
 
 # %% ../nbs/08_experiments.ipynb #0c7cacae
 FIXED = {"fixed_05": 0.5, "fixed_07": 0.7}
@@ -990,3 +992,65 @@ def run_ablation(cfg: RunConfig, steps=ABLATION_STEPS, lrs=ABLATION_LRS, overwri
     out = Path(cfg.output_dir)/"ablation"; atomic_write(out/"results.json", json.dumps(rows, indent=2))
     if verbose: print(comparison_table(rows))
     return rows
+
+# %% ../nbs/08_experiments.ipynb #aa124020
+HEAL_ABLATION_STEPS = (0, 100, 500, 2000)
+HEAL_BASELINES = ("dense", "drop", "drop_best", "mka_similarity", "fixed_05")
+
+def heal_ablation_configs(cfg: RunConfig, steps=HEAL_ABLATION_STEPS) -> dict:
+    "`{steps: config}`: the comparison once per healing budget, in `OUTPUT_DIR/heal_ablation/heal<N>/`."
+    base, shared = Path(cfg.output_dir)/"heal_ablation", str(shared_dir(cfg))
+    return {n: dataclasses.replace(cfg, output_dir=str(base/f"heal{n}"), shared_dir=shared, heal_steps=n)
+            for n in dict.fromkeys(steps)}
+
+# %% ../nbs/08_experiments.ipynb #88508701
+def heal_ablation_rows(by_steps, baseline="drop") -> list:
+    """A row per healing budget and method of `{steps: combined comparison}`: KL to dense and its interval, the KL
+    before healing, the share of that gap healing closed, accuracy, and the paired KL difference to `baseline`."""
+    rows = []
+    for n, comb in by_steps.items():
+        for name, r in comb["methods"].items():
+            if r.get("status") != "done" or r.get("method") == "dense": continue
+            kl = r.get("kl_to_dense"); before = r.get("unhealed_kl") if n else kl
+            c = (comb.get("comparisons") or {}).get(name, {}).get(baseline) or {}
+            rows.append(dict(steps=n, run=name, method=r.get("method"), kl=kl, kl_ci=r.get("kl_to_dense_ci"),
+                             unhealed_kl=before, gap_closed=1 - kl / before if kl is not None and before else None,
+                             accuracy=r.get("average_accuracy"), accuracy_ci=r.get("average_accuracy_ci"),
+                             baseline=baseline, kl_vs_baseline=c.get("kl_diff"), kl_vs_baseline_ci=c.get("kl_diff_ci")))
+    return rows
+
+# %% ../nbs/08_experiments.ipynb #7977801e
+def heal_ablation_table(rows) -> str:
+    "The rows of `heal_ablation_rows` as a text table."
+    f = lambda v, d=3: "-" if v is None else f"{v:.{d}f}"
+    ci = lambda v, c, d=3, s="": "-" if v is None else (f"{v:{s}.{d}f}" +
+                                                         (f" [{c[0]:{s}.{d}f}, {c[1]:{s}.{d}f}]" if c else ""))
+    body = [[str(r["steps"]), r["run"], ci(r["kl"], r["kl_ci"]), f(r["unhealed_kl"]),
+             "-" if r["gap_closed"] is None else f"{100 * r['gap_closed']:.0f}%", f(r["accuracy"], 4),
+             ci(r["kl_vs_baseline"], r["kl_vs_baseline_ci"], s="+")] for r in rows]
+    base = rows[0]["baseline"] if rows else "drop"
+    return text_table(["heal steps", "run", "KL to dense", "before healing", "gap closed", "accuracy",
+                       f"KL - {base}"], body)
+
+# %% ../nbs/08_experiments.ipynb #d79bbb26
+def run_heal_ablation(cfg: RunConfig, methods, steps=HEAL_ABLATION_STEPS, overwrite=False, jobs=1, verbose=True,
+                      warm=False) -> dict:
+    "Run `methods` at `cfg`'s point once per healing budget (`heal_ablation_configs`); combine and tabulate them."
+    t0, cfgs, tasks = time.perf_counter(), heal_ablation_configs(cfg, steps), []
+    for c in cfgs.values():
+        Path(c.output_dir).mkdir(parents=True, exist_ok=True); tasks += experiment_tasks(c, methods)
+        atomic_write(Path(c.output_dir)/"config.json", json.dumps(asdict(c), indent=2))
+    shared = shared_once(cfg, tasks=tasks, overwrite=overwrite, verbose=verbose)
+    statuses = run_tasks(tasks, overwrite, jobs, verbose, t0, warm)
+    if not is_main(): return None
+    by = {}
+    for n, c in cfgs.items():
+        mine = [{k: v for k, v in st.items() if k != "output_dir"} for st in statuses
+                if st["output_dir"] == c.output_dir]
+        comb = combine_experiments(c.output_dir, asdict(c), shared["plan"], mine)
+        comb["comparisons"] = paired_comparisons(c.output_dir, comb["methods"], HEAL_BASELINES)
+        atomic_write(Path(c.output_dir)/"results.json", json.dumps(comb, indent=2)); by[n] = comb
+    rows = heal_ablation_rows(by); out = Path(cfg.output_dir)/"heal_ablation"
+    atomic_write(out/"results.json", json.dumps(dict(steps=list(cfgs), methods=list(methods), rows=rows), indent=2))
+    if verbose: print(heal_ablation_table(rows))
+    return dict(rows=rows, comparisons={n: b["comparisons"] for n, b in by.items()})
