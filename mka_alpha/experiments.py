@@ -212,7 +212,8 @@ def _train(method, model, tok, plan, S, splits, cfg, dense=None):
     trained = _brief(heldout_measures(model, tok, None, dense, cfg.max_length)) if measure else None
     info = fuse_mergeable_layers(model) | dict(as_trained=trained, calibration_pool=len(splits.flat("calibration")),
                                                calibration_used=len(dl.dataset))
-    return info, dict(loss=hist.loss, alphas=hist.alphas, seconds_per_step=hist.seconds_per_step, learning_rate=lr)
+    return info, dict(loss=hist.loss, alphas=hist.alphas, seconds_per_step=hist.seconds_per_step, learning_rate=lr,
+                      gradient_checkpointing=hist.gradient_checkpointing)
 
 # %% ../nbs/08_experiments.ipynb #35c67967
 def calibration_kl(model, tok, splits, cfg: RunConfig):

@@ -22,7 +22,8 @@ from .mergeable import MODES, attach_padding_mask_hook, check_alpha_init, create
 __all__ = ['ALPHA_INIT_STRATEGIES', 'DEFAULT_LR', 'DEFAULT_MLP_LR', 'DEFAULT_STEPS', 'init_alphas', 'MergeState',
            'number_cache_slots', 'replace_layers_with_mergeable', 'dense_layers', 'alpha_parameters',
            'freeze_all_but_alphas', 'check_only_alphas_have_grads', 'kd_loss', 'lm_loss', 'prefix_state', 'from_layer',
-           'set_checkpointing', 'TrainHistory', 'wrappers', 'train_alpha_parameters', 'extract_learned_alphas']
+           'set_checkpointing', 'checkpointed', 'TrainHistory', 'wrappers', 'train_alpha_parameters',
+           'extract_learned_alphas']
 
 # %% ../nbs/05_training.ipynb #8550b08d
 ALPHA_INIT_STRATEGIES = ("uniform", "similarity", "fixed_07")
@@ -198,6 +199,11 @@ def set_checkpointing(model, enable=True):
             layer.gradient_checkpointing = enable
             layer._gradient_checkpointing_func = partial(checkpoint, use_reentrant=False)
 
+# %% ../nbs/05_training.ipynb #9f23fa97
+def checkpointed(model) -> bool:
+    "Whether any top-level block of `model` is checkpointed (`set_checkpointing`)."
+    return any(getattr(l, "checkpointing", getattr(l, "gradient_checkpointing", False)) for l in get_layers(model))
+
 # %% ../nbs/05_training.ipynb #0b07da93
 def _batches(dataloader, steps, seed=0):
     "`(index, batch)` for `steps` steps: one pass over `dataloader`, then its stored batches in fresh orders."
@@ -221,6 +227,7 @@ class TrainHistory:
     pairs: list = field(default_factory=list)
     init_alphas: list = field(default_factory=list)
     seconds_per_step: float = float("nan")
+    gradient_checkpointing: bool | None = None  # whether the blocks were checkpointed (decided on the first batch)
 
 # %% ../nbs/05_training.ipynb #9e61d972
 def wrappers(model) -> list:
@@ -289,8 +296,7 @@ def _retry_checkpointed(model, opt, step):
     "`step()`; out of GPU memory without checkpointing, switch it on (with a warning) and run the step again."
     try: return step()
     except torch.OutOfMemoryError as e:
-        if any(getattr(l, "checkpointing", getattr(l, "gradient_checkpointing", False)) for l in get_layers(model)):
-            raise
+        if checkpointed(model): raise
         opt.zero_grad(set_to_none=True); torch.cuda.empty_cache(); set_checkpointing(model, True)
         warnings.warn(f"Alpha training ran out of GPU memory without gradient checkpointing ({str(e)[:80]}); it goes "
                       "on with checkpointing. Pass gradient_checkpointing=True to start with it.")
@@ -318,6 +324,7 @@ def train_alpha_parameters(model, dataloader, steps=DEFAULT_STEPS, lr=DEFAULT_LR
     hist.loss = torch.stack(losses).tolist() if losses else []
     hist.alphas = [[float(a) for a in row] for row in alphas]
     hist.seconds_per_step = (time.perf_counter() - t0) / max(steps, 1)
+    hist.gradient_checkpointing = checkpointed(model)
     for w in ws: w.set_recording(False)
     check_only_alphas_have_grads(model); model.train(was_training)
     return hist
