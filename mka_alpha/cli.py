@@ -22,7 +22,7 @@ from .experiments import (RunConfig, METHODS, SEED_METHODS, check_methods, simil
                                    run_heal_ablation,
                                    run_sweep, report_sweep, is_sweep, run_seed_sweeps,
                                    combine_seed_sweeps, heal_compressed, summary_of)
-from .plots import training_figure, plot_ablation
+from .plots import training_figure, plot_ablation, plot_heal_ablation
 
 # %% auto #0
 __all__ = ['RUN_FLAGS', 'EVALUATE_NAMES', 'PipelineFlags', 'pipeline_parser', 'check_model_flags', 'check_run_flags',
@@ -204,14 +204,16 @@ def evaluate_methods_main(argv=None):
     "Console entry `mka-evaluate` (the seeds' `evaluate_methods.py` flags); prints the comparison table."
     p = evaluate_parser(); a = p.parse_args(argv)
     with command_errors(p, a.debug):
-        if a.report_only: return report_only(a.output_dir)
+        if a.report_only: report_only(a.output_dir); return  # a console script's return value is its exit status
         cfg, methods = evaluate_config(a); plans, ks = sweep_points(a, cfg, check_run_flags(cfg))
         dist_env("gloo")  # under torchrun the processes share the method runs, one GPU each
         if a.heal_ablation:
             if len(plans) > 1 or len(ks) > 1 or a.resample_calibration: raise ValueError(
                 "--heal_ablation runs one point: give one plan and one --num_layer, without --resample_calibration.")
-            return run_heal_ablation(dataclasses.replace(cfg, plan=plans[0]), methods, a.heal_ablation, a.overwrite,
-                                     a.jobs, warm=a.warm_kernels)
+            res = run_heal_ablation(dataclasses.replace(cfg, plan=plans[0]), methods, a.heal_ablation, a.overwrite,
+                                    a.jobs, warm=a.warm_kernels)
+            if res: plot_heal_ablation(res["rows"], Path(cfg.output_dir)/"heal_ablation"/"heal_ablation.png")
+            return
         if a.resample_calibration: run_seed_sweeps(cfg, methods, plans, ks, a.seeds, a.overwrite, a.jobs,
                                                    warm=a.warm_kernels)
         elif len(plans) > 1 or len(ks) > 1: run_sweep(cfg, methods, plans, ks, a.seeds, a.overwrite, a.jobs,

@@ -20,8 +20,8 @@ from .experiments import is_sweep
 # %% auto #0
 __all__ = ['RESULT_FIGURES', 'SEED_METHODS_PLOTTED', 'save_figure', 'training_figure', 'load_results', 'bar_errors',
            'plot_accuracy', 'learned_alphas', 'plot_alpha_hist', 'plot_alpha_vs_similarity', 'plot_categories',
-           'plot_losses', 'plot_results', 'PlotFlags', 'plot_parser', 'plot_main', 'plot_ablation', 'curve',
-           'plot_curves', 'plot_plans', 'plot_sweep', 'seed_sweep', 'plot_seed_curves']
+           'plot_losses', 'plot_results', 'PlotFlags', 'plot_parser', 'plot_main', 'plot_ablation',
+           'plot_heal_ablation', 'curve', 'plot_curves', 'plot_plans', 'plot_sweep', 'seed_sweep', 'plot_seed_curves']
 
 # %% ../nbs/09_plots.ipynb #93524905
 def save_figure(fig, path=None) -> Figure:
@@ -182,6 +182,21 @@ def plot_ablation(rows, path=None) -> Figure:
     fig, axs = plt.subplots(1, 2, figsize=(10, 3.5))
     _ablation_axis(axs[0], rows, "steps", "steps", "training steps")
     _ablation_axis(axs[1], rows, "lr", "lr", "learning rate")
+    return save_figure(fig, path)
+
+# %% ../nbs/09_plots.ipynb #15ba54ab
+def plot_heal_ablation(rows, path=None) -> Figure:
+    "KL to dense (log) and MMLU accuracy against healing steps, a line per run of `heal_ablation_rows`."
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
+    for i, run in enumerate(dict.fromkeys(r["run"] for r in rows)):
+        rs = sorted((r for r in rows if r["run"] == run), key=lambda r: r["steps"]); x = [r["steps"] for r in rs]
+        a.plot(x, [r["kl"] for r in rs], "o-", c=f"C{i}", ms=3, label=run)
+        ci = [r["kl_ci"] or [r["kl"]] * 2 for r in rs]
+        a.fill_between(x, [c[0] for c in ci], [c[1] for c in ci], color=f"C{i}", alpha=.2)
+        b.plot(x, [r["accuracy"] for r in rs], "o-", c=f"C{i}", ms=3, label=run)
+    for ax in (a, b): ax.set_xscale("symlog", linthresh=100); ax.set_xlabel("healing steps")
+    a.set(yscale="log", ylabel="KL(dense || model), nats/token", title="KL after healing")
+    b.set(ylabel="MMLU accuracy", title="accuracy after healing"); a.legend(fontsize=7)
     return save_figure(fig, path)
 
 # %% ../nbs/09_plots.ipynb #1fd119ce
