@@ -638,10 +638,10 @@ def experiment_tasks(cfg: RunConfig, methods, seeds=None) -> list:
             for sd in (list(dict.fromkeys(seeds)) if seeds and m in TRAINED else [cfg.seed])]
 
 # %% ../nbs/08_experiments.ipynb #44e0767d
-def combine_experiments(output_dir, config, plan, statuses) -> dict:
+def combine_experiments(output_dir, config, plan, statuses, baselines=BASELINES) -> dict:
     "A comparison folder combined: every run with 95% intervals, the paired comparisons, the spread over seeds."
     combined = dict(config=config, plan=plan, runs=statuses, methods=combine_results(output_dir, statuses))
-    combined["comparisons"] = paired_comparisons(output_dir, combined["methods"])
+    combined["comparisons"] = paired_comparisons(output_dir, combined["methods"], baselines)
     combined["seeds"] = seed_summary(combined["methods"]); return combined
 
 # %% ../nbs/08_experiments.ipynb #6e6c440b
@@ -1024,11 +1024,10 @@ def heal_ablation_rows(by_steps, baseline="drop") -> list:
 def heal_ablation_table(rows) -> str:
     "The rows of `heal_ablation_rows` as a text table."
     f = lambda v, d=3: "-" if v is None else f"{v:.{d}f}"
-    ci = lambda v, c, d=3, s="": "-" if v is None else (f"{v:{s}.{d}f}" +
-                                                         (f" [{c[0]:{s}.{d}f}, {c[1]:{s}.{d}f}]" if c else ""))
-    body = [[str(r["steps"]), r["run"], ci(r["kl"], r["kl_ci"]), f(r["unhealed_kl"]),
-             "-" if r["gap_closed"] is None else f"{100 * r['gap_closed']:.0f}%", f(r["accuracy"], 4),
-             ci(r["kl_vs_baseline"], r["kl_vs_baseline_ci"], s="+")] for r in rows]
+    body = [[str(r["steps"]), r["run"], fmt_ci(r["kl"], r["kl_ci"], digits=3) if r["kl_ci"] else f(r["kl"]),
+             f(r["unhealed_kl"]), "-" if r["gap_closed"] is None else f"{100 * r['gap_closed']:.0f}%",
+             f(r["accuracy"], 4), fmt_ci(r["kl_vs_baseline"], r["kl_vs_baseline_ci"], digits=3, sign=True)]
+            for r in rows]
     base = rows[0]["baseline"] if rows else "drop"
     return text_table(["heal steps", "run", "KL to dense", "before healing", "gap closed", "accuracy",
                        f"KL - {base}"], body)
@@ -1048,8 +1047,7 @@ def run_heal_ablation(cfg: RunConfig, methods, steps=HEAL_ABLATION_STEPS, overwr
     for n, c in cfgs.items():
         mine = [{k: v for k, v in st.items() if k != "output_dir"} for st in statuses
                 if st["output_dir"] == c.output_dir]
-        comb = combine_experiments(c.output_dir, asdict(c), shared["plan"], mine)
-        comb["comparisons"] = paired_comparisons(c.output_dir, comb["methods"], HEAL_BASELINES)
+        comb = combine_experiments(c.output_dir, asdict(c), shared["plan"], mine, HEAL_BASELINES)
         atomic_write(Path(c.output_dir)/"results.json", json.dumps(comb, indent=2)); by[n] = comb
     rows = heal_ablation_rows(by); out = Path(cfg.output_dir)/"heal_ablation"
     atomic_write(out/"results.json", json.dumps(dict(steps=list(cfgs), methods=list(methods), rows=rows), indent=2))

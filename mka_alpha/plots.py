@@ -271,22 +271,23 @@ resampled seeds: their mean and band, and `plot_seed_curves` a plan); paths."""
     sw = seed_sweep(d) if seeds else json.loads((d/"results.json").read_text()); o = Path(out_dir or d/"plots")
     plans = list(dict.fromkeys(r["plan"] for r in sw["rows"] if r["plan"] != "-"))
     for p in plans: plot_curves(sw, o/f"curves_{p}.png", p)
-    if seeds: plans_seeds = [plot_seed_curves(sw, o/f"seeds_{p}.png", p) and o/f"seeds_{p}.png" for p in plans]
+    for p in plans if seeds else []: plot_seed_curves(sw, o/f"seeds_{p}.png", p)
     present = [m for m in methods if m in {r["method"] for r in sw["rows"]}]
     for m in present: plot_plans(sw, o/f"plans_{m}.png", m)
-    return [o/f"curves_{p}.png" for p in plans] + [o/f"plans_{m}.png" for m in present] + (plans_seeds if seeds else [])
+    return ([o/f"curves_{p}.png" for p in plans] + [o/f"plans_{m}.png" for m in present] +
+            [o/f"seeds_{p}.png" for p in plans if seeds])
 
 # %% ../nbs/09_plots.ipynb #beeac7cc
 def seed_sweep(results_dir) -> dict:
     "A sweep over resampled seeds as one sweep: every seed folder's finished rows (`sample_seed` added), for the plots."
-    d = Path(results_dir); cfg = json.loads((d/"config.json").read_text()); rows, uni = [], None
+    d = Path(results_dir); cfg = json.loads((d/"config.json").read_text()); rows, uni, found = [], None, []
     for s in cfg["seeds"]:
         f = d/f"seed{s}"/"results.json"
         if not f.exists(): continue
-        sw = json.loads(f.read_text()); uni = uni or sw.get("uniform_kl")
+        sw = json.loads(f.read_text()); uni = uni or sw.get("uniform_kl"); found.append(s)
         rows += [r | dict(sample_seed=s) for r in sw["rows"] if r.get("status", "done") == "done"]
     if not rows: raise FileNotFoundError(f"No seed folder of {d} holds a sweep table: run mka-evaluate --report_only.")
-    return dict(rows=rows, uniform_kl=uni, seeds=[s for s in cfg["seeds"] if (d/f"seed{s}"/"results.json").exists()])
+    return dict(rows=rows, uniform_kl=uni, seeds=found)
 
 # %% ../nbs/09_plots.ipynb #47239b08
 SEED_METHODS_PLOTTED = ("drop", "drop_best", "fixed_05", "learned_weight")
