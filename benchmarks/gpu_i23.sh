@@ -13,41 +13,51 @@
 #                  grid_predictions_*.tar.gz (the per-question predictions, gzipped parts of about 12 MB)
 #   heal SECONDS [flags]     issue 24's healed curves the same way, into /tmp/heal: plans bi_merge and similar_pairs,
 #                  k 4 6 8, drop drop_best fixed_05 mka_similarity learned learned_weight (+ dense), 500 healing steps
-#   healabl SECONDS [flags]  issue 24's healing-steps ablation at bi_merge k = 4 (0 100 500 2000), into /tmp/healabl
+#   healabl SECONDS [flags]  issue 24's healing-steps ablation at bi_merge k = 4 (0 100 500 2000: one 2,000-step
+#                  healing run a method, measured on the way), into /tmp/healabl
+#   healboth SECONDS JOBS_HEAL JOBS_ABL  heal and healabl side by side, collected into OUT/heal and OUT/healabl
+#                  (PREDS=0: without the per-question predictions)
 set -uo pipefail
 step=$1; out=${2:-$OUT}; mkdir -p "$out"
 export PYTHONPATH=/tmp/site:$PWD:$PWD/benchmarks HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 export MKA_ALPHA_CACHE=/tmp/mka_cache
-G=/tmp/grid
+preset() {
+  case $1 in
+    grid) echo "--plans bi_merge similar_pairs mka_backward --num_layer 2 4 6 8 --seeds 0 1 2 --resample_calibration
+      --methods dense mka_similarity fixed_05 fixed_07 learned learned_mlp learned_weight drop drop_best shortgpt" ;;
+    heal) echo "--plans bi_merge similar_pairs --num_layer 4 6 8 --heal_steps 500 --methods dense drop drop_best fixed_05
+      mka_similarity learned learned_weight" ;;
+    healabl) echo "--plan bi_merge --num_layer 4 --heal_ablation 0 100 500 2000 --methods drop drop_best fixed_05
+      mka_similarity learned learned_weight" ;;
+  esac
+}
+start() {  # start preset $1 into $G in the background (a new process session: it outlives the call); once
+  mkdir -p $G
+  if [ -f $G/pid ] && kill -0 "$(cat $G/pid)" 2>/dev/null; then echo "$1 already running (pid $(cat $G/pid))"; return; fi
+  [ -f $G/smi.pid ] || { setsid nohup nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used \
+    --format=csv,noheader,nounits -l 1 >> $G/gpu.csv 2>/dev/null & echo $! > $G/smi.pid; }
+  # shellcheck disable=SC2046
+  setsid nohup python3 -c "from mka_alpha.cli import evaluate_methods_main as m; m()" --output_dir $G/runs \
+    $(preset "$1") --num_training_steps 500 --num_calibration_samples 1000 --eval_limit 5700 --eval_batch_size 64 \
+    --heldout_tokens 65536 --no_save_model --warm_kernels "${@:2}" >> $G/log.txt 2>&1 &
+  echo $! > $G/pid; echo "$1 started (pid $(cat $G/pid)) at $(date -u +%T)" | tee -a $G/starts.txt
+}
+wait_for() {  # wait up to $1 seconds while any of the pid files $2... names a running process
+  local end=$(( $(date +%s) + $1 )) f busy=1
+  while [ $busy = 1 ] && [ "$(date +%s)" -lt "$end" ]; do
+    busy=0; for f in "${@:2}"; do kill -0 "$(cat "$f")" 2>/dev/null && busy=1; done; [ $busy = 1 ] && sleep 5; done
+  for f in "${@:2}"; do kill -0 "$(cat "$f")" 2>/dev/null && echo "$f: still running" || echo "$f: finished"; done
+}
 t0=$(date +%s)
 case $step in
   setup|part) bash benchmarks/gpu_i22.sh "$@" ;;
   step)
     python3 benchmarks/train_step_gpu.py --out "$out/step" "${@:3}" 2>&1 | tee "$out/step.log" ;;
   grid|heal|healabl)
-    case $step in
-      grid) G=/tmp/grid; preset="--plans bi_merge similar_pairs mka_backward --num_layer 2 4 6 8 --seeds 0 1 2
-        --resample_calibration --methods dense mka_similarity fixed_05 fixed_07 learned learned_mlp learned_weight
-        drop drop_best shortgpt" ;;
-      heal) G=/tmp/heal; preset="--plans bi_merge similar_pairs --num_layer 4 6 8 --heal_steps 500 --methods dense
-        drop drop_best fixed_05 mka_similarity learned learned_weight" ;;
-      healabl) G=/tmp/healabl; preset="--plan bi_merge --num_layer 4 --heal_ablation 0 100 500 2000 --methods drop
-        drop_best fixed_05 mka_similarity learned learned_weight" ;;
-    esac
-    mkdir -p $G
-    if [ -f $G/pid ] && kill -0 "$(cat $G/pid)" 2>/dev/null; then echo "$step already running (pid $(cat $G/pid))"
-    else
-      [ -f $G/smi.pid ] || { setsid nohup nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used \
-        --format=csv,noheader,nounits -l 1 >> $G/gpu.csv 2>/dev/null & echo $! > $G/smi.pid; }
-      # shellcheck disable=SC2086
-      setsid nohup python3 -c "from mka_alpha.cli import evaluate_methods_main as m; m()" --output_dir $G/runs \
-        $preset --num_training_steps 500 --num_calibration_samples 1000 --eval_limit 5700 --eval_batch_size 64 \
-        --heldout_tokens 65536 --no_save_model --warm_kernels "${@:4}" >> $G/log.txt 2>&1 &
-      echo $! > $G/pid; echo "$step started (pid $(cat $G/pid)) at $(date -u +%T)" | tee -a $G/starts.txt
-    fi
-    end=$(( $(date +%s) + $3 ))
-    while kill -0 "$(cat $G/pid)" 2>/dev/null && [ "$(date +%s)" -lt $end ]; do sleep 5; done
-    kill -0 "$(cat $G/pid)" 2>/dev/null && echo "$step still running" || echo "$step finished"
-    python3 benchmarks/grid_collect.py $G "$out" ;;
+    G=/tmp/$step; start $step "${@:4}"; wait_for "$3" $G/pid; python3 benchmarks/grid_collect.py $G "$out" ;;
+  healboth)  # healabl (JOBS_ABL jobs) and heal (JOBS_HEAL jobs) side by side, collected into OUT/healabl and OUT/heal
+    G=/tmp/healabl; start healabl --jobs "$5"; G=/tmp/heal; start heal --jobs "$4"
+    wait_for "$3" /tmp/heal/pid /tmp/healabl/pid
+    for s in heal healabl; do python3 benchmarks/grid_collect.py /tmp/$s "$out/$s" "${PREDS:-1}"; done ;;
 esac
 echo "step $step: $(( $(date +%s) - t0 )) s"

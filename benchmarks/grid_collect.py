@@ -1,7 +1,7 @@
 """Collect the GPU grid (benchmarks/gpu_i23.sh grid) from GRID into OUT: status, sweep profile, GPU samples and the
 run files (grid_status.txt, profile.json, grid_tables.tar.gz with gpu.csv and the log, grid_predictions_N.tar.gz),
 small enough to come back from the device machine (at most 8 files of 16 MB).
-Usage: python3 benchmarks/grid_collect.py GRID OUT"""
+Usage: python3 benchmarks/grid_collect.py GRID OUT [PREDS] (PREDS 0: without the predictions)"""
 import io, json, sys, tarfile, time
 from pathlib import Path
 from mka_alpha.experiments import sweep_profile, profile_table
@@ -33,7 +33,8 @@ with tarfile.open(out/"grid_tables.tar.gz", "w:gz") as tar:
     for f in ("gpu.csv", "starts.txt", "log.txt"):
         if (grid/f).exists(): add(tar, grid/f)
 part, size, tar = 0, 0, None
-for p in sorted(runs.rglob("predictions*")):
+preds = sys.argv[3] != "0" if len(sys.argv) > 3 else True
+for p in sorted(runs.rglob("predictions*")) if preds else []:
     if tar is None or size > 80e6:  # raw bytes a part: about 12 MB gzipped
         if tar: tar.close()
         part += 1; size = 0; tar = tarfile.open(out/f"grid_predictions_{part}.tar.gz", "w:gz")

@@ -44,8 +44,8 @@ __all__ = ['FIXED', 'TRAINED', 'METHODS', 'SEED_METHODS', 'DEFAULT_TARGET_COMPRE
            'point_config', 'sweep_tasks', 'sweep_runs', 'sweep_table', 'write_sweep', 'kl_table', 'sweep_report',
            'run_sweep', 'report_sweep', 'is_sweep', 'seed_configs', 'seed_point_spread', 'spread_table',
            'combine_seed_sweeps', 'grid_order', 'run_seed_sweeps', 'run_profile', 'sweep_profile', 'profile_table',
-           'ablation_configs', 'run_ablation', 'heal_ablation_configs', 'heal_ablation_rows', 'heal_ablation_table',
-           'run_heal_ablation']
+           'ablation_configs', 'run_ablation', 'heal_ablation_configs', 'milestone_dir', 'copy_run',
+           'publish_milestones', 'heal_ablation_rows', 'heal_ablation_table', 'run_heal_ablation']
 
 # %% ../nbs/08_experiments.ipynb #0c7cacae
 FIXED = {"fixed_05": 0.5, "fixed_07": 0.7}
@@ -99,6 +99,8 @@ class HealFlags:
     heal_lr: float = option(1e-4, "healing learning rate (Adam)")
     heal_blocks: str = option("all", "blocks that get adapters: all, or adjacent (next to a removed block)",
                               choices=["all", "adjacent"])
+    heal_milestones: list[int] | None = option(None, "healing steps (below --heal_steps) after which a run is also "
+                                               "measured, into <run>/heal_steps<N>/", nargs="+")
 
 # %% ../nbs/08_experiments.ipynb #c42633a8
 DEFAULT_TARGET_COMPRESSION = 0.125  # 4 of 30 blocks: where the curves say the merged model still works
@@ -254,14 +256,19 @@ def compress(method, model, tok, plan: MergePlan, S, bi, splits, cfg: RunConfig,
     return model, info, hist
 
 # %% ../nbs/08_experiments.ipynb #4ea10003
-def heal_compressed(model, tok, splits, cfg: RunConfig, removed, teacher=None) -> tuple:
-    "`(model, record)`: compressed `model` healed as `cfg` says, by KD to `teacher` (dense) on calibration text."
+def heal_compressed(model, tok, splits, cfg: RunConfig, removed, teacher=None, on_milestone=None) -> tuple:
+    """`(model, record)`: compressed `model` healed as `cfg` says, by KD to `teacher` (dense) on calibration text;
+    `on_milestone(adapter model, record so far)` is called at each of `cfg.heal_milestones` (e.g. to measure it)."""
+    if cfg.heal_milestones and on_milestone is None:
+        raise ValueError("heal_milestones needs on_milestone, the function that measures the model at each.")
     blocks = adjacent_blocks(len(get_layers(model)) + len(removed), removed) if cfg.heal_blocks == "adjacent" else None
     teacher = cfg.load()[0] if teacher is None else teacher
     dl = prepare_calibration_dataloader(tok, splits.flat("calibration"), cfg.calibration_samples,
                                         cfg.calibration_batch_size, cfg.max_length, cfg.seed)
-    model, h = heal(model, teacher, dl, cfg.heal_steps, cfg.heal_rank, cfg.heal_lr, blocks, cfg.seed)
-    return model, asdict(h) | dict(blocks_mode=cfg.heal_blocks)
+    record = lambda h: asdict(h) | dict(blocks_mode=cfg.heal_blocks)
+    at = {n: lambda m, h: on_milestone(m, record(h)) for n in cfg.heal_milestones or ()}
+    model, h = heal(model, teacher, dl, cfg.heal_steps, cfg.heal_rank, cfg.heal_lr, blocks, cfg.seed, milestones=at)
+    return model, record(h)
 
 # %% ../nbs/08_experiments.ipynb #8a236aa3
 def method_template() -> Path:
@@ -916,7 +923,8 @@ def run_seed_sweeps(cfg: RunConfig, methods, plans, ks, seeds, overwrite=False, 
 # %% ../nbs/08_experiments.ipynb #b0f1e001
 PROFILE_STEPS = dict(imports=("from mka_alpha",), model_load=("cfg.load()", "load_model("),
                      shared_assets=("similarity_assets(",), compress=("compress(method",), plot=("training_figure(",
-                     "plot_training("), unhealed_eval=("before_healing",), heal=("heal_compressed(",),
+                     "plot_training("), unhealed_eval=("before_healing", "milestone_dir(out, 0)"),
+                     heal=("heal_compressed(",),
                      save=("save_fused(",), evaluate=("evaluate_model(", "res = measure("))  # a cell: its first match
 
 def _when(stamp) -> float: return datetime.fromisoformat(stamp).timestamp()
@@ -999,10 +1007,42 @@ HEAL_ABLATION_STEPS = (0, 100, 500, 2000)
 HEAL_BASELINES = ("dense", "drop", "drop_best", "mka_similarity", "fixed_05")
 
 def heal_ablation_configs(cfg: RunConfig, steps=HEAL_ABLATION_STEPS) -> dict:
-    "`{steps: config}`: the comparison once per healing budget, in `OUTPUT_DIR/heal_ablation/heal<N>/`."
-    base, shared = Path(cfg.output_dir)/"heal_ablation", str(shared_dir(cfg))
-    return {n: dataclasses.replace(cfg, output_dir=str(base/f"heal{n}"), shared_dir=shared, heal_steps=n)
-            for n in dict.fromkeys(steps)}
+    """`{steps: config}`: a folder per healing budget, `OUTPUT_DIR/heal_ablation/heal<N>/`; the largest budget's config
+    also measures at the others (`heal_milestones`), the only one that runs."""
+    base, shared, ns = Path(cfg.output_dir)/"heal_ablation", str(shared_dir(cfg)), list(dict.fromkeys(map(int, steps)))
+    mid = sorted(n for n in ns if 0 < n < max(ns)) or None
+    return {n: dataclasses.replace(cfg, output_dir=str(base/f"heal{n}"), shared_dir=shared, heal_steps=n,
+                                   heal_milestones=mid if n == max(ns) else None) for n in ns}
+
+# %% ../nbs/08_experiments.ipynb #5a1e0002
+def milestone_dir(run_dir, steps) -> Path:
+    "Where a healed run keeps its measures after `steps` healing steps (`heal_milestones`; 0: before healing)."
+    return Path(run_dir)/("before_healing" if int(steps) == 0 else f"heal_steps{int(steps)}")
+
+def copy_run(src, dst) -> Path:
+    "Copy the files of run folder `src` (not its subfolders) into `dst`, each atomically, `results.json` last."
+    dst = Path(dst)
+    for f in sorted((f for f in Path(src).iterdir() if f.is_file()), key=lambda f: f.name == "results.json"):
+        atomic_write(dst/f.name, lambda out, f=f: shutil.copyfileobj(f.open("rb"), out))
+    return dst
+
+# %% ../nbs/08_experiments.ipynb #5a1e0005
+def _publish(st, n, src_dir, dst_dir) -> dict:
+    "The status of run `st` of `src_dir` at healing budget `n`, its measures copied into `dst_dir`."
+    run, dst = Path(src_dir)/st["run"], Path(dst_dir)/st["run"]
+    if st["status"] == "failed": return st
+    src = run if st["method"] == "dense" else milestone_dir(run, n)
+    if not (src/"results.json").exists(): return st | dict(status="failed", error=(
+        f"no measures after {n} healing steps in {src}: run the ablation again with --overwrite"))
+    if src != run and n: copy_run(milestone_dir(run, 0), dst/"before_healing")
+    return st | dict(status="done", results=str(copy_run(src, dst)/"results.json"))
+
+def publish_milestones(cfgs, statuses) -> dict:
+    """`{steps: statuses}` of each budget of `cfgs` (`heal_ablation_configs`): the largest budget's runs (`statuses`)
+    and, at each smaller budget, their measures after that many steps copied into its folder (`_publish`)."""
+    top = max(cfgs)
+    return {n: statuses if n == top else [_publish(st, n, cfgs[top].output_dir, cfgs[n].output_dir) for st in statuses]
+            for n in sorted(cfgs)}
 
 # %% ../nbs/08_experiments.ipynb #88508701
 def heal_ablation_rows(by_steps, baseline="drop") -> list:
@@ -1035,21 +1075,22 @@ def heal_ablation_table(rows) -> str:
 # %% ../nbs/08_experiments.ipynb #d79bbb26
 def run_heal_ablation(cfg: RunConfig, methods, steps=HEAL_ABLATION_STEPS, overwrite=False, jobs=1, verbose=True,
                       warm=False) -> dict:
-    "Run `methods` at `cfg`'s point once per healing budget (`heal_ablation_configs`); combine and tabulate them."
-    t0, cfgs, tasks = time.perf_counter(), heal_ablation_configs(cfg, steps), []
+    """Run `methods` at `cfg`'s point healed for the largest of `steps`, measured at the others on the way; a comparison
+    folder per budget (`heal_ablation_configs`, `publish_milestones`), combined and tabulated."""
+    t0, cfgs = time.perf_counter(), heal_ablation_configs(cfg, steps)
+    tasks = experiment_tasks(cfgs[max(cfgs)], methods)
     for c in cfgs.values():
-        Path(c.output_dir).mkdir(parents=True, exist_ok=True); tasks += experiment_tasks(c, methods)
+        Path(c.output_dir).mkdir(parents=True, exist_ok=True)
         atomic_write(Path(c.output_dir)/"config.json", json.dumps(asdict(c), indent=2))
     shared = shared_once(cfg, tasks=tasks, overwrite=overwrite, verbose=verbose)
-    statuses = run_tasks(tasks, overwrite, jobs, verbose, t0, warm)
+    statuses = [{k: v for k, v in st.items() if k != "output_dir"} for st in run_tasks(tasks, overwrite, jobs, verbose,
+                                                                                       t0, warm)]
     if not is_main(): return None
     by = {}
-    for n, c in cfgs.items():
-        mine = [{k: v for k, v in st.items() if k != "output_dir"} for st in statuses
-                if st["output_dir"] == c.output_dir]
-        comb = combine_experiments(c.output_dir, asdict(c), shared["plan"], mine, HEAL_BASELINES)
-        atomic_write(Path(c.output_dir)/"results.json", json.dumps(comb, indent=2)); by[n] = comb
+    for n, mine in publish_milestones(cfgs, statuses).items():
+        comb = combine_experiments(cfgs[n].output_dir, asdict(cfgs[n]), shared["plan"], mine, HEAL_BASELINES)
+        atomic_write(Path(cfgs[n].output_dir)/"results.json", json.dumps(comb, indent=2)); by[n] = comb
     rows = heal_ablation_rows(by); out = Path(cfg.output_dir)/"heal_ablation"
-    atomic_write(out/"results.json", json.dumps(dict(steps=list(cfgs), methods=list(methods), rows=rows), indent=2))
+    atomic_write(out/"results.json", json.dumps(dict(steps=list(by), methods=list(methods), rows=rows), indent=2))
     if verbose: print(heal_ablation_table(rows))
     return dict(rows=rows, comparisons={n: b["comparisons"] for n, b in by.items()})

@@ -34,12 +34,16 @@ def adjacent_blocks(n_before, removed) -> list:
     return [k for k, o in enumerate(keep) if o - 1 in gone or o + 1 in gone]
 
 # %% ../nbs/15_healing.ipynb #4edf7db0
-def check_heal_args(steps, rank, blocks=None, n_blocks=None):
-    "Raise a `ValueError` naming the flag for `steps` or `rank` below 1, or for `blocks` empty or out of range."
+def check_heal_args(steps, rank, blocks=None, n_blocks=None, milestones=None):
+    """Raise a `ValueError` naming the flag for `steps` or `rank` below 1, for `blocks` empty or out of range, or for
+    `milestones` (steps at which to measure) outside 1..`steps` - 1."""
     if steps < 1: raise ValueError(f"heal steps={steps}: --heal_steps must be at least 1 (e.g. 100), or do not heal.")
     if rank < 1: raise ValueError(f"heal rank={rank}: --heal_rank (the LoRA rank) must be at least 1 (e.g. 8).")
     if blocks is not None and (not len(blocks) or not set(blocks) <= set(range(n_blocks))): raise ValueError(
         f"heal blocks={list(blocks)}: give blocks of the compressed model, 0..{n_blocks - 1}, or None for all.")
+    bad = sorted(int(n) for n in (milestones or ()) if not 0 < int(n) < steps)
+    if bad: raise ValueError(f"heal milestones {bad}: measure between 1 and {steps - 1} steps (the last is "
+                             f"--heal_steps {steps}, the run's own result; 0 is its before_healing measure).")
 
 # %% ../nbs/15_healing.ipynb #931fffbf
 def add_lora(model, rank=8, blocks=None) -> PeftModel:
@@ -73,28 +77,42 @@ def peak_memory(device) -> int:
     return int(rss if sys.platform == "darwin" else rss * 1024)
 
 # %% ../nbs/15_healing.ipynb #810e587d
-def _heal_loop(model, teacher, dataloader, steps, lr, seed=0, progress=False) -> list:
-    "The KD loss of each of `steps` Adam steps on `model`'s trainable parameters, `teacher` seeing each batch too."
-    dev = model_device(model)
+def _heal_loop(model, teacher, dataloader, steps, lr, seed=0, progress=False, at=None) -> tuple:
+    """`(losses, seconds)` of `steps` Adam steps on `model`'s trainable parameters, `teacher` seeing each batch too;
+    `at`: `{n: fn(model, losses, seconds)}`, each called after step `n` (model in eval mode, its time not counted)."""
+    dev, at, paused = model_device(model), at or {}, 0.0
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
     ac = partial(torch.autocast, device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")
-    losses = []
-    for i, b in tqdm(_batches(dataloader, steps, seed), total=steps, disable=not progress, desc="heal"):
+    losses, t0 = [], time.perf_counter()
+    batches = tqdm(_batches(dataloader, steps, seed), total=steps, disable=not progress, desc="heal")
+    for n, (i, b) in enumerate(batches, 1):
         l = _loss(model, {k: v.to(dev) for k, v in b.items()}, i, None, {}, teacher, "kd", [], ac)
         opt.zero_grad(set_to_none=True); l.backward(); opt.step(); losses.append(l.item())
-    return losses
+        if n in at:
+            t = time.perf_counter(); model.eval(); at[n](model, list(losses), t - t0 - paused)
+            model.train(); paused += time.perf_counter() - t
+    return losses, time.perf_counter() - t0 - paused
+
+# %% ../nbs/15_healing.ipynb #3dce77d0
+def _history(pm, loss, seconds, rank, lr, blocks=None) -> HealHistory:
+    "The `HealHistory` of adapter model `pm` after the steps of `loss`, which took `seconds`."
+    return HealHistory(list(loss), seconds, seconds / len(loss), peak_memory(model_device(pm)), len(loss), rank, lr,
+                       None if blocks is None else [int(b) for b in blocks], pm.get_nb_trainable_parameters()[0])
 
 # %% ../nbs/15_healing.ipynb #3dce77dc
-def heal(model, teacher, dataloader, steps=100, rank=8, lr=1e-4, blocks=None, seed=0, progress=False, merge=True):
-    "KD fine-tune LoRA adapters of `model` towards `teacher`: `(model with them merged, HealHistory)`."
-    check_heal_args(steps, rank, blocks, len(get_layers(model)))
+def heal(model, teacher, dataloader, steps=100, rank=8, lr=1e-4, blocks=None, seed=0, progress=False, merge=True,
+         milestones=None):
+    """KD fine-tune LoRA adapters of `model` towards `teacher`: `(model with them merged, HealHistory)`; `milestones`:
+    `{n: fn(adapter model, HealHistory of the first n steps)}`, each called after step `n` (0 < n < `steps`)."""
+    check_heal_args(steps, rank, blocks, len(get_layers(model)), milestones)
     dev, flags, was_training = model_device(model), [(p, p.requires_grad) for p in model.parameters()], model.training
     if dev.type == "cuda": torch.cuda.reset_peak_memory_stats(dev)
-    torch.manual_seed(seed); pm = add_lora(model, rank, blocks); pm.train(); t0 = time.perf_counter()
-    loss = _heal_loop(pm, teacher, dataloader, steps, lr, seed, progress); secs = time.perf_counter() - t0
-    hist = HealHistory(loss, secs, secs / steps, peak_memory(dev), steps, rank, lr,
-                       None if blocks is None else [int(b) for b in blocks], pm.get_nb_trainable_parameters()[0])
-    if not merge: return pm.train(was_training), hist
+    torch.manual_seed(seed); pm = add_lora(model, rank, blocks); pm.train()
+    hist = partial(_history, pm, rank=rank, lr=lr, blocks=blocks)
+    def call(fn): return lambda m, loss, secs: fn(m, hist(loss, secs))
+    h = hist(*_heal_loop(pm, teacher, dataloader, steps, lr, seed, progress, {int(n): call(f) for n, f in
+                                                                              (milestones or {}).items()}))
+    if not merge: return pm.train(was_training), h
     out = pm.merge_and_unload().train(was_training)
     for p, f in flags: p.requires_grad_(f)
-    return out, hist
+    return out, h
