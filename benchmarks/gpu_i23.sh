@@ -14,7 +14,7 @@
 #   heal SECONDS [flags]     issue 24's healed curves the same way, into /tmp/heal: plans bi_merge and similar_pairs,
 #                  k 4 6 8, drop drop_best fixed_05 mka_similarity learned learned_weight (+ dense), 500 healing steps
 #   healabl SECONDS [flags]  issue 24's healing-steps ablation at bi_merge k = 4 (0 100 500 2000: one 2,000-step
-#                  healing run a method, measured on the way; drop drop_best fixed_05 learned_weight), into /tmp/healabl
+#                  healing run a method, measured on the way; drop fixed_05 learned_weight), into /tmp/healabl
 #   healboth SECONDS JOBS_HEAL JOBS_ABL  heal and healabl side by side, collected into OUT/heal and OUT/healabl
 #                  (PREDS=0: without the per-question predictions)
 set -uo pipefail
@@ -27,7 +27,7 @@ preset() {
       --methods dense mka_similarity fixed_05 fixed_07 learned learned_mlp learned_weight drop drop_best shortgpt" ;;
     heal) echo "--plans bi_merge similar_pairs --num_layer 4 6 8 --heal_steps 500 --methods dense drop drop_best fixed_05
       mka_similarity learned learned_weight" ;;
-    healabl) echo "--plan bi_merge --num_layer 4 --heal_ablation 0 100 500 2000 --methods drop drop_best fixed_05
+    healabl) echo "--plan bi_merge --num_layer 4 --heal_ablation 0 100 500 2000 --methods drop fixed_05
       learned_weight" ;;
   esac
 }
