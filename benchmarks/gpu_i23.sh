@@ -16,7 +16,7 @@
 #   healabl SECONDS [flags]  issue 24's healing-steps ablation at bi_merge k = 4 (0 100 500 2000: one 2,000-step
 #                  healing run a method, measured on the way; drop fixed_05 learned_weight), into /tmp/healabl
 #   healboth SECONDS JOBS_HEAL JOBS_ABL  heal and healabl side by side, collected into OUT/heal and OUT/healabl
-#                  (PREDS=0: without the per-question predictions)
+#                  (PREDS=0: without the per-question predictions; HEAL_PLANS, ABL_METHODS: fewer plans or methods)
 set -uo pipefail
 step=$1; out=${2:-$OUT}; mkdir -p "$out"
 export PYTHONPATH=/tmp/site:$PWD:$PWD/benchmarks HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
@@ -25,10 +25,10 @@ preset() {
   case $1 in
     grid) echo "--plans bi_merge similar_pairs mka_backward --num_layer 2 4 6 8 --seeds 0 1 2 --resample_calibration
       --methods dense mka_similarity fixed_05 fixed_07 learned learned_mlp learned_weight drop drop_best shortgpt" ;;
-    heal) echo "--plans bi_merge similar_pairs --num_layer 4 6 8 --heal_steps 500 --methods dense drop drop_best fixed_05
-      mka_similarity learned learned_weight" ;;
-    healabl) echo "--plan bi_merge --num_layer 4 --heal_ablation 0 100 500 2000 --methods drop fixed_05
-      learned_weight" ;;
+    heal) echo "--plans ${HEAL_PLANS:-bi_merge similar_pairs} --num_layer 4 6 8 --heal_steps 500 --methods dense drop
+      drop_best fixed_05 mka_similarity learned learned_weight" ;;
+    healabl) echo "--plan bi_merge --num_layer 4 --heal_ablation 0 100 500 2000 --methods
+      ${ABL_METHODS:-drop fixed_05 learned_weight}" ;;
   esac
 }
 start() {  # start preset $1 into $G in the background (a new process session: it outlives the call); once
