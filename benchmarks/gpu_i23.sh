@@ -16,7 +16,8 @@
 #   healabl SECONDS [flags]  issue 24's healing-steps ablation at bi_merge k = 4 (0 100 500 2000: one 2,000-step
 #                  healing run a method, measured on the way; drop fixed_05 learned_weight), into /tmp/healabl
 #   healboth SECONDS JOBS_HEAL JOBS_ABL  heal and healabl side by side, collected into OUT/heal and OUT/healabl
-#                  (PREDS=0: without the per-question predictions; HEAL_PLANS, ABL_METHODS: fewer plans or methods)
+#                  (PREDS=0: without the per-question predictions; HEAL_PLANS, ABL_METHODS: fewer plans or
+#                  methods; RUN_FLAGS: more mka-evaluate flags, e.g. --eval_limit 1710)
 set -uo pipefail
 step=$1; out=${2:-$OUT}; mkdir -p "$out"
 export PYTHONPATH=/tmp/site:$PWD:$PWD/benchmarks HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
@@ -39,7 +40,7 @@ start() {  # start preset $1 into $G in the background (a new process session: i
   # shellcheck disable=SC2046
   setsid nohup python3 -c "from mka_alpha.cli import evaluate_methods_main as m; m()" --output_dir $G/runs \
     $(preset "$1") --num_training_steps 500 --num_calibration_samples 1000 --eval_limit 5700 --eval_batch_size 64 \
-    --heldout_tokens 65536 --no_save_model --warm_kernels "${@:2}" >> $G/log.txt 2>&1 &
+    --heldout_tokens 65536 --no_save_model --warm_kernels ${RUN_FLAGS:-} "${@:2}" >> $G/log.txt 2>&1 &
   echo $! > $G/pid; echo "$1 started (pid $(cat $G/pid)) at $(date -u +%T)" | tee -a $G/starts.txt
 }
 wait_for() {  # wait up to $1 seconds while any of the pid files $2... names a running process
