@@ -14,6 +14,7 @@ from .data import PROTOCOLS, check_data_dir, read_calibration_data, check_subjec
 from .similarity import load_similarity_matrix
 from .utils import CommandParser, command_errors, flag_error, at_least
 from .distributed import dist_env, is_main
+from .healing import check_heal_args
 from .training import DEFAULT_LR, DEFAULT_STEPS, ALPHA_INIT_STRATEGIES
 from .fusion import save_fused
 from .evaluation import evaluate_model, option, like, flags_parser, test_flags
@@ -167,7 +168,8 @@ EVALUATE_NAMES = dict(num_training_steps="alpha_training_steps", learning_rate="
 def evaluate_parser() -> CommandParser:
     "`mka-evaluate`'s parser: `RunConfig`'s fields (`EVALUATE_NAMES` renamed), `--tag` and `EvaluateFlags`."
     return flags_parser("mka-evaluate", "Compare merge methods on MMLU (papermill runs).",
-                        (RunConfig, RUN_FLAGS + ("eval_batch_size", "similarity_samples")), (RunConfig, EVALUATE_NAMES),
+                        (RunConfig, RUN_FLAGS + ("eval_batch_size", "similarity_samples", "heal_milestones")),
+                        (RunConfig, EVALUATE_NAMES),
                         (PipelineFlags, ["tag"]), EvaluateFlags)
 
 # %% ../nbs/10_cli.ipynb #9be11856
@@ -181,6 +183,7 @@ def evaluate_config(a) -> tuple:
     cfg = RunConfig(**{k: v for k, v in vars(a).items() if k in keys} | pts, alpha_training_steps=a.num_training_steps,
                     alpha_learning_rate=a.learning_rate, calibration_batch_size=a.batch_size,
                     calibration_samples=a.num_calibration_samples, save_model=not a.no_save_model)
+    if cfg.heal_milestones: check_heal_args(cfg.heal_steps, cfg.heal_rank, milestones=cfg.heal_milestones)
     return cfg, methods
 
 # %% ../nbs/10_cli.ipynb #df2cbdb6
