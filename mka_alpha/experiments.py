@@ -578,9 +578,13 @@ def run_budget(cfg: RunConfig, tasks, model, tok, splits, overwrite=False) -> Bu
                           cfg.alpha_training_steps)
     search = (2 * cfg.resolved_num_layer(len(get_layers(model))) + 1) * COSTS["heldout"] * loader_tokens(
         tok, splits, cfg.drop_best_samples, 1, cfg.max_length, cfg.seed)  # drop_best: each survivor per group
-    left = [(m, n) for m, c, n in tasks if overwrite or not (Path(c.output_dir)/n/"results.json").exists()]
-    runs = [(n, ev + (held if m in ("learned", "learned_mlp") else 0) + (search if m == "drop_best" else 0),
-             train if m in TRAINED else 0) for m, n in left]  # as-trained KL: the held-out text once more
+    left = [(m, c, n) for m, c, n in tasks if overwrite or not (Path(c.output_dir)/n/"results.json").exists()]
+    heal = lambda c: loader_tokens(tok, splits, cfg.calibration_samples, cfg.calibration_batch_size, cfg.max_length,
+                                   cfg.seed, c.heal_steps)  # healing: a training step a batch, measured once more
+    runs = [(n, ev + (held if m in ("learned", "learned_mlp") else 0) + (search if m == "drop_best" else 0)
+             + (ev * (1 + len(c.heal_milestones or ())) if c.heal_steps and m != "dense" else 0),
+             (train if m in TRAINED else 0) + (heal(c) if c.heal_steps and m != "dense" else 0))
+            for m, c, n in left]  # as-trained KL: the held-out text once more
     return Budget(0 if _shared_cached(cfg) else sim + held, runs, token_seconds(model))
 
 # %% ../nbs/08_experiments.ipynb #ca918083
