@@ -22,7 +22,7 @@ from .experiments import (RunConfig, METHODS, SEED_METHODS, check_methods, simil
                                    make_plan, compress, run_experiments, run_ablation, report_folder, TRAINED,
                                    run_heal_ablation,
                                    run_sweep, report_sweep, is_sweep, run_seed_sweeps,
-                                   combine_seed_sweeps, heal_compressed, summary_of)
+                                   combine_seed_sweeps, heal_compressed, milestone_dir, summary_of)
 from .plots import training_figure, plot_ablation, plot_heal_ablation
 
 # %% auto #0
@@ -117,7 +117,7 @@ def run_pipeline(cfg: RunConfig, method: str, evaluate=False) -> dict:
     measure = partial(evaluate_model, tok=tok, splits=splits, k=cfg.ntrain, limit=cfg.eval_limit, dense=dense,
                       heldout_tokens=cfg.heldout_tokens, progress=False, subjects=cfg.subjects)
     if cfg.heal_steps:  # measured before healing too, where it is evaluated
-        before = measure(model, out_dir=out/"before_healing") if evaluate else None
+        before = measure(model, out_dir=milestone_dir(out, 0)) if evaluate else None
         model, info["healing"] = heal_compressed(model, tok, splits, cfg, info["removed_layers"])
         if before: info["healing"]["before"] = summary_of(before)
     save_pipeline(out, cfg, method, model, tok, info, hist)

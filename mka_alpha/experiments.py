@@ -35,16 +35,16 @@ __all__ = ['FIXED', 'TRAINED', 'METHODS', 'SEED_METHODS', 'DEFAULT_TARGET_COMPRE
            'RUN_OVERHEAD_S', 'PLAN_FREE', 'SWEEP_BASELINES', 'PROFILE_STEPS', 'ABLATION_STEPS', 'ABLATION_LRS',
            'HEAL_ABLATION_STEPS', 'HEAL_BASELINES', 'check_methods', 'CompressFlags', 'TrainFlags', 'HealFlags',
            'RunConfig', 'shared_dir', 'check_shared_data', 'similarity_assets', 'dense_assets', 'make_plan',
-           'summary_of', 'calibration_kl', 'compress', 'heal_compressed', 'method_template', 'absolute_paths',
-           'run_name', 'run_method', 'WarmKernels', 'run_records', 'combine_results', 'check_protocols',
-           'paired_comparisons', 'seed_summary', 'comparison_table', 'comparisons_table', 'seeds_table', 'fmt_duration',
-           'progress_line', 'Budget', 'estimate_seconds', 'estimate_line', 'token_seconds', 'mmlu_tokens',
-           'heldout_token_count', 'loader_tokens', 'run_budget', 'prepare_shared', 'run_tasks', 'shared_once',
-           'experiment_tasks', 'combine_experiments', 'report', 'finished_runs', 'report_folder', 'run_experiments',
-           'point_config', 'sweep_tasks', 'sweep_runs', 'sweep_table', 'write_sweep', 'kl_table', 'sweep_report',
-           'run_sweep', 'report_sweep', 'is_sweep', 'seed_configs', 'seed_point_spread', 'spread_table',
-           'combine_seed_sweeps', 'grid_order', 'run_seed_sweeps', 'run_profile', 'sweep_profile', 'profile_table',
-           'ablation_configs', 'run_ablation', 'heal_ablation_configs', 'milestone_dir', 'copy_run',
+           'summary_of', 'calibration_kl', 'compress', 'heal_compressed', 'milestone_dir', 'method_template',
+           'absolute_paths', 'run_name', 'run_method', 'WarmKernels', 'run_records', 'combine_results',
+           'check_protocols', 'paired_comparisons', 'seed_summary', 'comparison_table', 'comparisons_table',
+           'seeds_table', 'fmt_duration', 'progress_line', 'Budget', 'estimate_seconds', 'estimate_line',
+           'token_seconds', 'mmlu_tokens', 'heldout_token_count', 'loader_tokens', 'run_budget', 'prepare_shared',
+           'run_tasks', 'shared_once', 'experiment_tasks', 'combine_experiments', 'report', 'finished_runs',
+           'report_folder', 'run_experiments', 'point_config', 'sweep_tasks', 'sweep_runs', 'sweep_table',
+           'write_sweep', 'kl_table', 'sweep_report', 'run_sweep', 'report_sweep', 'is_sweep', 'seed_configs',
+           'seed_point_spread', 'spread_table', 'combine_seed_sweeps', 'grid_order', 'run_seed_sweeps', 'run_profile',
+           'sweep_profile', 'profile_table', 'ablation_configs', 'run_ablation', 'heal_ablation_configs', 'copy_run',
            'publish_milestones', 'heal_ablation_rows', 'heal_ablation_table', 'run_heal_ablation']
 
 # %% ../nbs/08_experiments.ipynb #0c7cacae
@@ -270,6 +270,11 @@ def heal_compressed(model, tok, splits, cfg: RunConfig, removed, teacher=None, o
     model, h = heal(model, teacher, dl, cfg.heal_steps, cfg.heal_rank, cfg.heal_lr, blocks, cfg.seed, milestones=at)
     return model, record(h)
 
+# %% ../nbs/08_experiments.ipynb #b1e5d0a1
+def milestone_dir(run_dir, steps) -> Path:
+    "Where a healed run keeps its measures after `steps` healing steps (`heal_milestones`; 0: before healing)."
+    return Path(run_dir)/("before_healing" if int(steps) == 0 else f"heal_steps{int(steps)}")
+
 # %% ../nbs/08_experiments.ipynb #8a236aa3
 def method_template() -> Path:
     "The method notebook papermill executes: the copy in the installed package, else the checkout's `nbs/`."
@@ -432,7 +437,7 @@ def paired_comparisons(output_dir, combined, baselines=BASELINES, runs=None, **k
             if held[m].get("per_text") and held[b].get("per_text") and held[b].get("kl_to_dense") is not None:
                 c |= compare_heldout(held[m], held[b], "kl", **kw)
             out.setdefault(m, {})[b] = c
-        before = Path(output_dir)/m/"before_healing"  # a healed run against itself before healing
+        before = milestone_dir(Path(output_dir)/m, 0)  # a healed run against itself before healing
         if (before/"results.json").exists():
             hb = json.loads((before/"results.json").read_text()).get("heldout") or {}
             c = compare_records(recs[m], run_records(before), **kw)
@@ -579,12 +584,12 @@ def run_budget(cfg: RunConfig, tasks, model, tok, splits, overwrite=False) -> Bu
     search = (2 * cfg.resolved_num_layer(len(get_layers(model))) + 1) * COSTS["heldout"] * loader_tokens(
         tok, splits, cfg.drop_best_samples, 1, cfg.max_length, cfg.seed)  # drop_best: each survivor per group
     left = [(m, c, n) for m, c, n in tasks if overwrite or not (Path(c.output_dir)/n/"results.json").exists()]
-    heal = lambda c: loader_tokens(tok, splits, cfg.calibration_samples, cfg.calibration_batch_size, cfg.max_length,
-                                   cfg.seed, c.heal_steps)  # healing: a training step a batch, measured once more
+    healed = lambda m, c: c.heal_steps if m != "dense" else 0  # healing: a training step a batch, measured again
+    heal = {s: loader_tokens(tok, splits, cfg.calibration_samples, cfg.calibration_batch_size, cfg.max_length,
+                             cfg.seed, s) for s in {healed(m, c) for m, c, _ in left} - {0}} | {0: 0}
     runs = [(n, ev + (held if m in ("learned", "learned_mlp") else 0) + (search if m == "drop_best" else 0)
-             + (ev * (1 + len(c.heal_milestones or ())) if c.heal_steps and m != "dense" else 0),
-             (train if m in TRAINED else 0) + (heal(c) if c.heal_steps and m != "dense" else 0))
-            for m, c, n in left]  # as-trained KL: the held-out text once more
+             + (ev * (1 + len(c.heal_milestones or ())) if healed(m, c) else 0),
+             (train if m in TRAINED else 0) + heal[healed(m, c)]) for m, c, n in left]  # as-trained KL: held-out again
     return Budget(0 if _shared_cached(cfg) else sim + held, runs, token_seconds(model))
 
 # %% ../nbs/08_experiments.ipynb #ca918083
@@ -1019,15 +1024,11 @@ def heal_ablation_configs(cfg: RunConfig, steps=HEAL_ABLATION_STEPS) -> dict:
                                    heal_milestones=mid if n == max(ns) else None) for n in ns}
 
 # %% ../nbs/08_experiments.ipynb #5a1e0002
-def milestone_dir(run_dir, steps) -> Path:
-    "Where a healed run keeps its measures after `steps` healing steps (`heal_milestones`; 0: before healing)."
-    return Path(run_dir)/("before_healing" if int(steps) == 0 else f"heal_steps{int(steps)}")
-
 def copy_run(src, dst) -> Path:
     "Copy the files of run folder `src` (not its subfolders) into `dst`, each atomically, `results.json` last."
     dst = Path(dst)
     for f in sorted((f for f in Path(src).iterdir() if f.is_file()), key=lambda f: f.name == "results.json"):
-        atomic_write(dst/f.name, lambda out, f=f: shutil.copyfileobj(f.open("rb"), out))
+        atomic_write(dst/f.name, f.read_bytes())
     return dst
 
 # %% ../nbs/08_experiments.ipynb #5a1e0005
@@ -1038,7 +1039,7 @@ def _publish(st, n, src_dir, dst_dir) -> dict:
     src = run if st["method"] == "dense" else milestone_dir(run, n)
     if not (src/"results.json").exists(): return st | dict(status="failed", error=(
         f"no measures after {n} healing steps in {src}: run the ablation again with --overwrite"))
-    if src != run and n: copy_run(milestone_dir(run, 0), dst/"before_healing")
+    if src != run and n: copy_run(milestone_dir(run, 0), milestone_dir(dst, 0))
     return st | dict(status="done", results=str(copy_run(src, dst)/"results.json"))
 
 def publish_milestones(cfgs, statuses) -> dict:
