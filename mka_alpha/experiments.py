@@ -28,7 +28,8 @@ from .evaluation import evaluate_model, load_placed, option, like, SharedFlags, 
 from .utils import atomic_write, fmt_value, text_table, at_least, model_device
 from fastcore.basics import patch
 from .distributed import dist_env, is_main, all_gather, solo
-from .stats import accuracy_ci, compare_records, compare_heldout, seed_spread, fmt_ci, fmt_diff
+from .stats import (accuracy_ci, compare_records, compare_heldout, seed_spread, fmt_ci, fmt_diff, ratio_ci,
+                             _per_text)
 
 # %% auto #0
 __all__ = ['FIXED', 'TRAINED', 'METHODS', 'SEED_METHODS', 'DEFAULT_TARGET_COMPRESSION', 'BASELINES', 'RESULT_HEADS', 'COSTS',
@@ -41,11 +42,12 @@ __all__ = ['FIXED', 'TRAINED', 'METHODS', 'SEED_METHODS', 'DEFAULT_TARGET_COMPRE
            'seeds_table', 'fmt_duration', 'progress_line', 'Budget', 'estimate_seconds', 'estimate_line',
            'token_seconds', 'mmlu_tokens', 'heldout_token_count', 'loader_tokens', 'run_budget', 'prepare_shared',
            'run_tasks', 'shared_once', 'experiment_tasks', 'combine_experiments', 'report', 'finished_runs',
-           'report_folder', 'run_experiments', 'point_config', 'sweep_tasks', 'sweep_runs', 'sweep_table',
-           'write_sweep', 'kl_table', 'sweep_report', 'run_sweep', 'report_sweep', 'is_sweep', 'seed_configs',
-           'seed_point_spread', 'spread_table', 'combine_seed_sweeps', 'grid_order', 'run_seed_sweeps', 'run_profile',
-           'sweep_profile', 'profile_table', 'ablation_configs', 'run_ablation', 'heal_ablation_configs', 'copy_run',
-           'publish_milestones', 'heal_ablation_rows', 'heal_ablation_table', 'run_heal_ablation']
+           'report_folder', 'run_experiments', 'gap_closed', 'heal_effects', 'heal_effects_table', 'point_config',
+           'sweep_tasks', 'sweep_runs', 'sweep_table', 'write_sweep', 'kl_table', 'sweep_report', 'run_sweep',
+           'report_sweep', 'is_sweep', 'seed_configs', 'seed_point_spread', 'spread_table', 'combine_seed_sweeps',
+           'grid_order', 'run_seed_sweeps', 'run_profile', 'sweep_profile', 'profile_table', 'ablation_configs',
+           'run_ablation', 'heal_ablation_configs', 'copy_run', 'publish_milestones', 'heal_ablation_rows',
+           'heal_ablation_table', 'run_heal_ablation']
 
 # %% ../nbs/08_experiments.ipynb #0c7cacae
 FIXED = {"fixed_05": 0.5, "fixed_07": 0.7}
@@ -717,6 +719,47 @@ def run_experiments(cfg: RunConfig, methods=SEED_METHODS, overwrite=False, verbo
     atomic_write(out/"results.json", json.dumps(combined, indent=2))
     if verbose: print(report(combined) + f"\n\n{len(runs)} method runs in {fmt_duration(time.perf_counter() - t0)}")
     return combined
+
+# %% ../nbs/08_experiments.ipynb #6e5a0002
+def gap_closed(before, after) -> tuple:
+    """`(share, interval)`: the share of a run's KL to dense that healing removed, 1 - KL after / KL before, from the
+    held-out measures `before` and `after` of the same run (token-weighted, bootstrapped over the texts)."""
+    (b, n), (a, na) = _per_text(before, "kl"), _per_text(after, "kl")
+    if len(n) != len(na) or (n != na).any():
+        raise ValueError("Before and after healing were measured on different held-out texts: re-run the method.")
+    return float((b - a).sum() / b.sum()), list(ratio_ci(b - a, b))  # per-text sums of KL over tokens
+
+# %% ../nbs/08_experiments.ipynb #6e5a0004
+def heal_effects(output_dir, baselines=("drop", "drop_best")) -> list:
+    """A row per healed run of a comparison or sweep folder: point, run, method, KL to dense before and after healing
+    (with its interval), `gap_closed` and its interval, and the paired healed-KL difference to each of `baselines`
+    at the same point (`vs`: `{baseline: (difference, interval)}`; itself and missing baselines left out)."""
+    out, rows = Path(output_dir), []
+    for b in sorted(out.rglob("before_healing/results.json")):
+        run = b.parent.parent
+        if not (run/"results.json").exists() or "heal_ablation" in run.relative_to(out).parts: continue
+        r, h0 = json.loads((run/"results.json").read_text()), json.loads(b.read_text())["heldout"]
+        g, gci = gap_closed(h0, r["heldout"]); m = r["method"]; vs = {}
+        for base in baselines:
+            f = run.parent/run.name.replace(m, base, 1)/"results.json"
+            if base == m or not f.exists(): continue
+            c = compare_heldout(r["heldout"], json.loads(f.read_text())["heldout"])
+            vs[base] = (c["kl_diff"], c["kl_diff_ci"])
+        rows.append(dict(point=run.parent.relative_to(out).as_posix(), run=run.name, method=m,
+                         healed=r["healing"]["steps"], kl_before=h0["kl_to_dense"], kl=r["heldout"]["kl_to_dense"],
+                         kl_ci=r["heldout"].get("kl_to_dense_ci"), gap_closed=g, gap_closed_ci=gci, vs=vs))
+    return rows
+
+# %% ../nbs/08_experiments.ipynb #6e5a0006
+def heal_effects_table(rows, baselines=("drop", "drop_best")) -> str:
+    "The rows of `heal_effects` as a text table: before and after healing, the gap closed, the healed paired differences."
+    f = lambda v: "-" if v is None else fmt_ci(v[0], v[1], digits=3, sign=True)
+    body = [[r["point"], r["run"], str(r["healed"]), f"{r['kl_before']:.3f}",
+             fmt_ci(r["kl"], r["kl_ci"], digits=3) if r["kl_ci"] else f"{r['kl']:.3f}",
+             fmt_ci(r["gap_closed"], r["gap_closed_ci"], scale=100, digits=0)]
+            + [f(r["vs"].get(b)) for b in baselines] for r in rows]
+    return text_table(["point", "run", "heal steps", "KL before", "KL after", "gap closed %"]
+                      + [f"KL - {b} (healed)" for b in baselines], body)
 
 # %% ../nbs/08_experiments.ipynb #4a4f5ad3
 PLAN_FREE = ("dense", "shortgpt")  # methods whose result does not depend on the plan
