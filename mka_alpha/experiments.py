@@ -752,7 +752,7 @@ def heal_effects(output_dir, baselines=("drop", "drop_best")) -> list:
 
 # %% ../nbs/08_experiments.ipynb #6e5a0006
 def heal_effects_table(rows, baselines=("drop", "drop_best")) -> str:
-    "The rows of `heal_effects` as a text table: before and after healing, the gap closed, the healed paired differences."
+    "`heal_effects` rows as a table: KL before and after healing, the gap closed, the healed paired differences."
     f = lambda v: "-" if v is None else fmt_ci(v[0], v[1], digits=3, sign=True)
     body = [[r["point"], r["run"], str(r["healed"]), f"{r['kl_before']:.3f}",
              fmt_ci(r["kl"], r["kl_ci"], digits=3) if r["kl_ci"] else f"{r['kl']:.3f}",
