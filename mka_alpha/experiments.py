@@ -819,7 +819,8 @@ def _row(point, name, r) -> dict:
 
 # %% ../nbs/08_experiments.ipynb #51e6c699
 def sweep_table(output_dir, statuses=None) -> dict:
-    "A sweep folder combined: `rows` (one per run), per-point `comparisons` and `seeds`, the uniform-guess KL."
+    """A sweep folder combined: `rows` (one per run), per-point `comparisons` and `seeds`, the uniform-guess KL, and
+    what healing did (`heal_effects`)."""
     out, rows, comps, seeds, uni, data = Path(output_dir), [], {}, {}, {}, {}
     failed = {(Path(s["output_dir"]).resolve(), s["run"]): s for s in statuses or [] if s["status"] == "failed"}
     for point, sts in sweep_runs(out).items():
@@ -833,7 +834,7 @@ def sweep_table(output_dir, statuses=None) -> dict:
     comps, seeds = {p: c for p, c in comps.items() if c}, {p: s for p, s in seeds.items() if s}
     protocol, checksum = check_protocols(data)  # every point scored the same questions
     return dict(rows=rows, comparisons=comps, seeds=seeds, uniform_kl=uni.pop("all", None), uniform_kl_by_source=uni,
-                failed=list(failed.values()), protocol=protocol, data_checksum=checksum)
+                failed=list(failed.values()), protocol=protocol, data_checksum=checksum, healing=heal_effects(out))
 
 # %% ../nbs/08_experiments.ipynb #9cb37553
 def write_sweep(output_dir, combined) -> None:
@@ -856,13 +857,16 @@ def kl_table(rows, plan) -> str:
 
 # %% ../nbs/08_experiments.ipynb #c5431462
 def sweep_report(combined) -> str:
-    "The printed summary of a sweep: per plan, its KL table; then the paired comparisons of every point."
+    "The printed summary of a sweep: per plan, its KL table; the paired comparisons of every point; healing."
     plans = list(dict.fromkeys(r["plan"] for r in combined["rows"] if r["plan"] != "-"))
     parts = [f"MMLU protocol: {combined.get('protocol') or 'not recorded'} (data checksum "
              f"{combined.get('data_checksum') or '-'})"]
     parts += [f"KL(dense || model), plan {p}:\n" + kl_table(combined["rows"], p) for p in plans]
     flat = {f"{pt} {m}": bs for pt, c in combined["comparisons"].items() for m, bs in c.items()}
     if flat: parts.append("Paired differences, run minus baseline, per point:\n" + comparisons_table(flat))
+    if combined.get("healing"): parts.append("Healing: KL to dense before and after, the share of the gap closed, "
+                                             "and the healed KL against healed baselines:\n"
+                                             + heal_effects_table(combined["healing"]))
     failed = [f"{s['output_dir']}/{s['run']}" for s in combined.get("failed") or []]
     if failed: parts.append("Failed: " + ", ".join(failed))
     return "\n\n".join(parts)
