@@ -6,7 +6,8 @@
 #   step ARGS      benchmarks/train_step_gpu.py: one training step alone, the defaults before/after, concurrency
 #   grid SECONDS [mka-evaluate flags]
 #                  the full grid (3 plans x k 2 4 6 8 x every method x seeds 0 1 2, each seed resampling the calibration
-#                  set; 500 steps, 5,700 MMLU questions, 65,536 held-out tokens) into /tmp/grid, in the background
+#                  set; 500 steps, 5,700 MMLU questions, 65,536 held-out tokens; a model another seed measured
+#                  reuses those measures: --evaluation_cache) into /tmp/grid, in the background
 #                  (a call that finds it running only waits); waits up to SECONDS, then collects into OUT:
 #                  grid_status.txt, profile.json (experiments.sweep_profile), gpu.csv (nvidia-smi each second),
 #                  grid_tables.tar.gz (every results.json, table, plot and output-free run.ipynb) and
@@ -25,7 +26,8 @@ export MKA_ALPHA_CACHE=/tmp/mka_cache
 preset() {
   case $1 in
     grid) echo "--plans bi_merge similar_pairs mka_backward --num_layer 2 4 6 8 --seeds 0 1 2 --resample_calibration
-      --methods dense mka_similarity fixed_05 fixed_07 learned learned_mlp learned_weight drop drop_best shortgpt" ;;
+      --methods dense mka_similarity fixed_05 fixed_07 learned learned_mlp learned_weight drop drop_best shortgpt
+      --evaluation_cache /tmp/grid/evals" ;;
     heal) echo "--plans ${HEAL_PLANS:-bi_merge similar_pairs} --num_layer 4 6 8 --heal_steps 500 --methods dense drop
       drop_best fixed_05 mka_similarity learned learned_weight" ;;
     healabl) echo "--plan bi_merge --num_layer 4 --heal_ablation 0 100 500 2000 --methods

@@ -168,7 +168,8 @@ EVALUATE_NAMES = dict(num_training_steps="alpha_training_steps", learning_rate="
 def evaluate_parser() -> CommandParser:
     "`mka-evaluate`'s parser: `RunConfig`'s fields (`EVALUATE_NAMES` renamed), `--tag` and `EvaluateFlags`."
     return flags_parser("mka-evaluate", "Compare merge methods on MMLU (papermill runs).",
-                        (RunConfig, RUN_FLAGS + ("eval_batch_size", "similarity_samples", "heal_milestones")),
+                        (RunConfig, RUN_FLAGS + ("eval_batch_size", "similarity_samples", "heal_milestones",
+                                                 "evaluation_cache")),
                         (RunConfig, EVALUATE_NAMES),
                         (PipelineFlags, ["tag"]), EvaluateFlags)
 

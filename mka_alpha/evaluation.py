@@ -4,17 +4,18 @@
 
 # %% ../nbs/07_evaluation.ipynb #a60a8b0b
 from __future__ import annotations
-import dataclasses, importlib.util, json, time
+import dataclasses, hashlib, importlib.util, json, time
 from pathlib import Path
+import torch
 from .models import DEFAULT_MODEL, load_model, model_num_layers, parse_device_map, parse_max_memory
-from .utils import (CommandParser, command_errors, flag_error, at_least, atomic_write, n_params,
+from .utils import (CommandParser, command_errors, flag_error, at_least, atomic_write, n_params, fingerprint,
                              model_device)
 from .distributed import dist_env, is_main
 from .data import check_subjects, load_mmlu, load_splits, check_data_dir, PROTOCOLS
 
 # %% auto #0
-__all__ = ['save_run', 'load_placed', 'evaluate_model', 'option', 'like', 'flag_kwargs', 'add_flags', 'flags_parser',
-           'test_flags', 'SharedFlags', 'EvalFlags', 'eval_parser', 'check_eval_flags', 'evaluate_main']
+__all__ = ['save_run', 'load_placed', 'evaluation_key', 'evaluate_model', 'option', 'like', 'flag_kwargs', 'add_flags',
+           'flags_parser', 'test_flags', 'SharedFlags', 'EvalFlags', 'eval_parser', 'check_eval_flags', 'evaluate_main']
 
 # %% ../nbs/07_evaluation.ipynb #678b5a77
 from .prompts import letter_token_ids, prefix_text, encode_subject, score_plain
@@ -39,19 +40,50 @@ def load_placed(settings, path=None) -> tuple:
     return load_model(path, settings.device, settings.dtype, device_map=settings.device_map,
                       max_memory=settings.max_memory)
 
+# %% ../nbs/07_evaluation.ipynb #e7a10002
+def evaluation_key(model, tok, splits, dense=None, **settings) -> str | None:
+    """A digest of what an evaluation of `model` measures: its weights, the tokenizer, the few-shot, scored and held-out
+    questions, the dense reference (`dense`: a model or a `dense_reference`) and `settings`; `None` where the weights
+    cannot be read here (an offloaded model), so nothing is reused."""
+    w = fingerprint(model.state_dict())
+    if w is None: return None
+    if isinstance(dense, dict): d = [fingerprint({k: v for k, v in dense.items() if torch.is_tensor(v)}), dense["ids"]]
+    else: d = None if dense is None else fingerprint(dense.state_dict())
+    qs = {n: getattr(splits, n) for n in ("fewshot", "evaluation", "heldout")}
+    blob = dict(weights=w, dense=d, questions=qs, tokenizer=[type(tok).__name__, tok.name_or_path, len(tok)],
+                settings=settings)
+    return hashlib.blake2b(json.dumps(blob, sort_keys=True, default=str).encode(), digest_size=16).hexdigest()
+
+# %% ../nbs/07_evaluation.ipynb #e7a10004
+def _reused(done, res_meta) -> tuple:
+    "`(results, records)` of the evaluation kept in folder `done`, marked `reused_from`, with `res_meta` on top."
+    recs = [json.loads(l) for l in (done/"predictions.jsonl").read_text().splitlines() if l.strip()]
+    return json.loads((done/"results.json").read_text()) | dict(reused_from=str(done)) | res_meta, recs
+
 # %% ../nbs/07_evaluation.ipynb #c359901e
 def evaluate_model(model, tok, splits, k=5, batch_size=16, subjects=None, limit=None, per_subject=None, dense=None,
-                   heldout=True, out_dir=None, progress=True, meta=None, heldout_tokens=0, **score_options) -> dict:
-    "MMLU k-shot summary; held-out perplexity (and KL to `dense`: a model or a `dense_reference`); size and speed."
+                   heldout=True, out_dir=None, progress=True, meta=None, heldout_tokens=0, reuse_dir=None,
+                   **score_options) -> dict:
+    """MMLU k-shot summary; held-out perplexity (and KL to `dense`: a model or a `dense_reference`); size and speed.
+    With `reuse_dir`, an evaluation already kept there under the same `evaluation_key` is reused."""
     t0 = time.perf_counter()  # `score_options`: `score_mmlu`'s switches (cascade, token_budget, compile, prefetch)
-    recs, st = score_mmlu(model, tok, splits, k, batch_size, subjects, limit, per_subject, progress=progress,
-                          **score_options)
-    n_layers = getattr(model.config, "num_hidden_layers", None)
-    res = summarize(recs) | dict(k=k, n_params=n_params(model), n_layers=n_layers)
-    res |= dict(mmlu_seconds=st["seconds"], questions_per_s=st["questions_per_s"], tokens=dict(st))
-    if heldout:
-        res["heldout"] = heldout_measures(model, tok, heldout_sources(splits, tok, subjects, heldout_tokens), dense)
-    res["wall_time_s"] = time.perf_counter() - t0; res |= splits.data_info | (meta or {})
+    key = reuse_dir and evaluation_key(model, tok, splits, dense, k=k, batch_size=batch_size, subjects=subjects,
+                                       limit=limit, per_subject=per_subject, heldout=heldout,
+                                       heldout_tokens=heldout_tokens, **score_options)
+    done = Path(reuse_dir)/key if key else None
+    if done and (done/"results.json").exists():
+        res, recs = _reused(done, splits.data_info | (meta or {}))
+    else:
+        recs, st = score_mmlu(model, tok, splits, k, batch_size, subjects, limit, per_subject, progress=progress,
+                              **score_options)
+        n_layers = getattr(model.config, "num_hidden_layers", None)
+        res = summarize(recs) | dict(k=k, n_params=n_params(model), n_layers=n_layers)
+        res |= dict(mmlu_seconds=st["seconds"], questions_per_s=st["questions_per_s"], tokens=dict(st))
+        if heldout:
+            res["heldout"] = heldout_measures(model, tok, heldout_sources(splits, tok, subjects, heldout_tokens), dense)
+        res["wall_time_s"] = time.perf_counter() - t0
+        if done and is_main(): save_run(done, res, recs)  # the measures alone, kept for the next run of this model
+        res |= splits.data_info | (meta or {})
     if out_dir is not None and is_main(): save_run(out_dir, res, recs)
     return res
 

@@ -113,6 +113,9 @@ class RunConfig(HealFlags, TrainFlags, CompressFlags, SharedFlags):
     heldout_tokens: int = like(SharedFlags, "heldout_tokens", 65536)
     eval_batch_size: int = option(16, "MMLU questions a batch", type=at_least(1))
     save_model: bool = option(True, "keep each run's fused model (models/); sweeps may skip it")
+    evaluation_cache: str | None = option(None, "a folder of finished evaluations: a run whose model (weights) and "
+                                          "evaluation settings were measured before reuses those measures "
+                                          "(evaluation.evaluation_key; e.g. a multi-seed sweep's untrained runs)")
     subjects: list[str] | None = like(EvalFlags, "subjects")  # scored and held out; calibration keeps all
 
 # %% ../nbs/08_experiments.ipynb #e0d02ba3
@@ -294,7 +297,8 @@ def absolute_paths(cfg: RunConfig) -> RunConfig:
     return dataclasses.replace(cfg, output_dir=str(Path(cfg.output_dir).resolve()),
                                shared_dir=str(shared_dir(cfg).resolve()), similarity_matrix=sim,
                                data_dir=fix(cfg.data_dir), model_path=fix(cfg.model_path),
-                               calibration_data=fix(cfg.calibration_data))
+                               calibration_data=fix(cfg.calibration_data),
+                               evaluation_cache=cfg.evaluation_cache and str(Path(cfg.evaluation_cache).resolve()))
 
 # %% ../nbs/08_experiments.ipynb #e6aecc38
 def run_name(method, seed=None, base_seed=0) -> str:

@@ -11,7 +11,8 @@ import torch
 
 # %% auto #0
 __all__ = ['USER_ERRORS', 'CommandParser', 'command_errors', 'flag_error', 'at_least', 'atomic_write', 'atomic_folder',
-           'n_params', 'compute_device', 'model_device', 'format_subject', 'mmlu_header', 'fmt_value', 'text_table']
+           'n_params', 'fingerprint', 'compute_device', 'model_device', 'format_subject', 'mmlu_header', 'fmt_value',
+           'text_table']
 
 # %% ../nbs/00_utils.ipynb #3f9b786d
 USER_ERRORS = (ValueError, FileNotFoundError, ImportError)
@@ -88,6 +89,18 @@ def atomic_folder(out_dir):
 def n_params(model) -> int:
     "Number of parameters (tied weights counted once)."
     return sum(p.numel() for p in model.parameters())
+
+# %% ../nbs/00_utils.ipynb #f1a90001
+def fingerprint(tensors) -> str | None:
+    """A digest of named tensors (`{name: tensor}`, e.g. a `state_dict`): their names, dtypes, shapes and bytes; `None`
+    where a tensor has no values here (the meta device of an offloaded block)."""
+    import hashlib
+    h = hashlib.blake2b(digest_size=16)
+    for name, t in sorted(tensors.items()):
+        if t.is_meta: return None
+        t = t.detach().reshape(-1).contiguous().cpu()
+        h.update(f"{name}|{t.dtype}|{t.numel()}|".encode()); h.update(t.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 # %% ../nbs/00_utils.ipynb #182e4350
 def _hooks(module) -> list:
