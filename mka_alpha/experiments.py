@@ -1008,6 +1008,7 @@ def run_profile(run_dir) -> dict:
     d = Path(run_dir); nb = json.loads((d/"run.ipynb").read_text()); meta = nb["metadata"]["papermill"]
     r = json.loads((d/"results.json").read_text()); steps, first, last = _cell_seconds(nb)
     ev, wall, mmlu = steps.pop("evaluate"), r["wall_time_s"], r["mmlu_seconds"]
+    if r.get("reused_from"): wall = mmlu = 0.0  # measures copied (`evaluation_cache`): no scoring in this run
     start, end = _when(meta["start_time"]), _when(meta["end_time"]) if meta.get("end_time") else last  # cut short
     t = dict(kernel_start=first - start) | steps | dict(mmlu=mmlu, heldout=wall - mmlu, write=ev - wall,
                                                          shutdown=end - last)
