@@ -292,13 +292,11 @@ def method_template() -> Path:
 # %% ../nbs/08_experiments.ipynb #cbc60c9b
 def absolute_paths(cfg: RunConfig) -> RunConfig:
     "`cfg` with its folders made absolute: the method notebook runs with its own folder as working directory."
-    fix = lambda p: str(Path(p).resolve()) if p and Path(p).exists() else p
-    sim = str(Path(cfg.similarity_matrix).resolve()) if cfg.similarity_matrix else None
-    return dataclasses.replace(cfg, output_dir=str(Path(cfg.output_dir).resolve()),
-                               shared_dir=str(shared_dir(cfg).resolve()), similarity_matrix=sim,
+    fix, res = lambda p: str(Path(p).resolve()) if p and Path(p).exists() else p, lambda p: p and str(Path(p).resolve())
+    return dataclasses.replace(cfg, output_dir=res(cfg.output_dir), shared_dir=res(shared_dir(cfg)),
+                               similarity_matrix=res(cfg.similarity_matrix), evaluation_cache=res(cfg.evaluation_cache),
                                data_dir=fix(cfg.data_dir), model_path=fix(cfg.model_path),
-                               calibration_data=fix(cfg.calibration_data),
-                               evaluation_cache=cfg.evaluation_cache and str(Path(cfg.evaluation_cache).resolve()))
+                               calibration_data=fix(cfg.calibration_data))
 
 # %% ../nbs/08_experiments.ipynb #e6aecc38
 def run_name(method, seed=None, base_seed=0) -> str:
@@ -758,10 +756,9 @@ def heal_effects(output_dir, baselines=("drop", "drop_best")) -> list:
 def heal_effects_table(rows, baselines=("drop", "drop_best")) -> str:
     "`heal_effects` rows as a table: KL before and after healing, the gap closed, the healed paired differences."
     f = lambda v: "-" if v is None else fmt_ci(v[0], v[1], digits=3, sign=True)
-    body = [[r["point"], r["run"], str(r["healed"]), f"{r['kl_before']:.3f}",
-             fmt_ci(r["kl"], r["kl_ci"], digits=3) if r["kl_ci"] else f"{r['kl']:.3f}",
-             fmt_ci(r["gap_closed"], r["gap_closed_ci"], scale=100, digits=0)]
-            + [f(r["vs"].get(b)) for b in baselines] for r in rows]
+    body = [[r["point"], r["run"], str(r["healed"]), f"{r['kl_before']:.3f}", fmt_ci(r["kl"], r["kl_ci"], digits=3),
+             fmt_ci(r["gap_closed"], r["gap_closed_ci"], scale=100, digits=0)] + [f(r["vs"].get(b)) for b in baselines]
+            for r in rows]
     return text_table(["point", "run", "heal steps", "KL before", "KL after", "gap closed %"]
                       + [f"KL - {b} (healed)" for b in baselines], body)
 
