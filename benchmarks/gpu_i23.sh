@@ -2,7 +2,7 @@
 # Issue 23's GPU runs on one H200 or H100, one step a device call (the machine stays warm between calls, so /tmp/site,
 # the default model's GGUF and /tmp/grid persist from call to call).
 # Usage (repo root): bash benchmarks/gpu_i23.sh STEP OUT [args]
-#   setup, part N  as benchmarks/gpu_i22.sh (the wheels, and the default model's GGUF in four parts)
+#   setup, part N  as benchmarks/gpu_i22.sh (the wheels, and the default model's GGUF in parts: gpu_assets.py)
 #   step ARGS      benchmarks/train_step_gpu.py: one training step alone, the defaults before/after, concurrency
 #   grid SECONDS [mka-evaluate flags]
 #                  the full grid (3 plans x k 2 4 6 8 x every method x seeds 0 1 2, each seed resampling the calibration
