@@ -14,8 +14,9 @@ from .distributed import dist_env, is_main
 from .data import check_subjects, load_mmlu, load_splits, check_data_dir, PROTOCOLS
 
 # %% auto #0
-__all__ = ['save_run', 'load_placed', 'evaluation_key', 'evaluate_model', 'option', 'like', 'flag_kwargs', 'add_flags',
-           'flags_parser', 'test_flags', 'SharedFlags', 'EvalFlags', 'eval_parser', 'check_eval_flags', 'evaluate_main']
+__all__ = ['save_run', 'run_records', 'load_placed', 'evaluation_key', 'evaluate_model', 'option', 'like', 'flag_kwargs',
+           'add_flags', 'flags_parser', 'test_flags', 'SharedFlags', 'EvalFlags', 'eval_parser', 'check_eval_flags',
+           'evaluate_main']
 
 # %% ../nbs/07_evaluation.ipynb #678b5a77
 from .prompts import letter_token_ids, prefix_text, encode_subject, score_plain
@@ -32,6 +33,17 @@ def save_run(out_dir, results, records) -> Path:
     atomic_write(Path(out_dir)/"predictions.jsonl", "".join(json.dumps(r) + "\n" for r in records))
     atomic_write(Path(out_dir)/"results.json", json.dumps(results, indent=2))
     return Path(out_dir)
+
+# %% ../nbs/07_evaluation.ipynb #eba1749c
+def run_records(run_dir) -> list:
+    "The per-question records of a run folder (`predictions.jsonl`, or `predictions.jsonl.gz` as archived)."
+    import gzip
+    d = Path(run_dir)
+    for f, op in ((d/"predictions.jsonl", open), (d/"predictions.jsonl.gz", gzip.open)):
+        if f.exists():
+            with op(f, "rt") as fh: return [json.loads(l) for l in fh if l.strip()]
+    raise FileNotFoundError(f"No predictions.jsonl in {d}: the run did not finish its evaluation.")
+
 
 # %% ../nbs/07_evaluation.ipynb #bdf66200
 def load_placed(settings, path=None) -> tuple:
@@ -57,8 +69,7 @@ def evaluation_key(model, tok, splits, dense=None, **settings) -> str | None:
 # %% ../nbs/07_evaluation.ipynb #e7a10004
 def _reused(done, res_meta) -> tuple:
     "`(results, records)` of the evaluation kept in folder `done`, marked `reused_from`, with `res_meta` on top."
-    recs = [json.loads(l) for l in (done/"predictions.jsonl").read_text().splitlines() if l.strip()]
-    return json.loads((done/"results.json").read_text()) | dict(reused_from=str(done)) | res_meta, recs
+    return json.loads((done/"results.json").read_text()) | dict(reused_from=str(done)) | res_meta, run_records(done)
 
 # %% ../nbs/07_evaluation.ipynb #c359901e
 def evaluate_model(model, tok, splits, k=5, batch_size=16, subjects=None, limit=None, per_subject=None, dense=None,

@@ -24,7 +24,7 @@ from .fusion import fuse_plan, drop_layers, fuse_mergeable_layers, collect_mlp_a
 from .prompts import encode_subject
 from .scoring import select_questions
 from .heldout import dense_reference, heldout_sources, heldout_measures
-from .evaluation import evaluate_model, load_placed, option, like, SharedFlags, EvalFlags
+from .evaluation import evaluate_model, load_placed, run_records, option, like, SharedFlags, EvalFlags
 from .utils import atomic_write, fmt_value, text_table, at_least, model_device
 from fastcore.basics import patch
 from .distributed import dist_env, is_main, all_gather, solo
@@ -37,17 +37,16 @@ __all__ = ['FIXED', 'TRAINED', 'METHODS', 'SEED_METHODS', 'DEFAULT_TARGET_COMPRE
            'HEAL_ABLATION_STEPS', 'HEAL_BASELINES', 'check_methods', 'CompressFlags', 'TrainFlags', 'HealFlags',
            'RunConfig', 'shared_dir', 'check_shared_data', 'similarity_assets', 'dense_assets', 'make_plan',
            'summary_of', 'calibration_kl', 'compress', 'heal_compressed', 'milestone_dir', 'method_template',
-           'absolute_paths', 'run_name', 'run_method', 'WarmKernels', 'run_records', 'combine_results',
-           'check_protocols', 'paired_comparisons', 'seed_summary', 'comparison_table', 'comparisons_table',
-           'seeds_table', 'fmt_duration', 'progress_line', 'Budget', 'estimate_seconds', 'estimate_line',
-           'token_seconds', 'mmlu_tokens', 'heldout_token_count', 'loader_tokens', 'run_budget', 'prepare_shared',
-           'run_tasks', 'shared_once', 'experiment_tasks', 'combine_experiments', 'report', 'finished_runs',
-           'report_folder', 'run_experiments', 'gap_closed', 'heal_effects', 'heal_effects_table', 'point_config',
-           'sweep_tasks', 'sweep_runs', 'sweep_table', 'write_sweep', 'kl_table', 'sweep_report', 'run_sweep',
-           'report_sweep', 'is_sweep', 'seed_configs', 'seed_point_spread', 'spread_table', 'combine_seed_sweeps',
-           'grid_order', 'run_seed_sweeps', 'run_profile', 'sweep_profile', 'profile_table', 'ablation_configs',
-           'run_ablation', 'heal_ablation_configs', 'copy_run', 'publish_milestones', 'heal_ablation_rows',
-           'heal_ablation_table', 'run_heal_ablation']
+           'absolute_paths', 'run_name', 'run_method', 'WarmKernels', 'combine_results', 'check_protocols',
+           'paired_comparisons', 'seed_summary', 'comparison_table', 'comparisons_table', 'seeds_table', 'fmt_duration',
+           'progress_line', 'Budget', 'estimate_seconds', 'estimate_line', 'token_seconds', 'mmlu_tokens',
+           'heldout_token_count', 'loader_tokens', 'run_budget', 'prepare_shared', 'run_tasks', 'shared_once',
+           'experiment_tasks', 'combine_experiments', 'report', 'finished_runs', 'report_folder', 'run_experiments',
+           'gap_closed', 'heal_effects', 'heal_effects_table', 'point_config', 'sweep_tasks', 'sweep_runs',
+           'sweep_table', 'write_sweep', 'kl_table', 'sweep_report', 'run_sweep', 'report_sweep', 'is_sweep',
+           'seed_configs', 'seed_point_spread', 'spread_table', 'combine_seed_sweeps', 'grid_order', 'run_seed_sweeps',
+           'run_profile', 'sweep_profile', 'profile_table', 'ablation_configs', 'run_ablation', 'heal_ablation_configs',
+           'copy_run', 'publish_milestones', 'heal_ablation_rows', 'heal_ablation_table', 'run_heal_ablation']
 
 # %% ../nbs/08_experiments.ipynb #0c7cacae
 FIXED = {"fixed_05": 0.5, "fixed_07": 0.7}
@@ -366,15 +365,6 @@ def close(self: WarmKernels):
 _KEYS = ("average_accuracy", "macro_accuracy", "mean_gold_logprob", "n_params", "n_layers", "fraction_removed",
          "n_questions")
 BASELINES = ("dense", "drop", "mka_similarity")
-
-def run_records(run_dir) -> list:
-    "The per-question records of a run folder (`predictions.jsonl`, or `predictions.jsonl.gz` as archived)."
-    import gzip
-    d = Path(run_dir)
-    for f, op in ((d/"predictions.jsonl", open), (d/"predictions.jsonl.gz", gzip.open)):
-        if f.exists():
-            with op(f, "rt") as fh: return [json.loads(l) for l in fh if l.strip()]
-    raise FileNotFoundError(f"No predictions.jsonl in {d}: the run did not finish its evaluation.")
 
 from .fusion import saved_alphas
 
@@ -737,7 +727,7 @@ def heal_effects(output_dir, baselines=("drop", "drop_best")) -> list:
     (with its interval), `gap_closed` and its interval, and the paired healed-KL difference to each of `baselines`
     at the same point (`vs`: `{baseline: (difference, interval)}`; itself and missing baselines left out)."""
     out, rows = Path(output_dir), []
-    for b in sorted(out.rglob("before_healing/results.json")):
+    for b in sorted(out.rglob(f"{milestone_dir('.', 0).name}/results.json")):  # each healed run's unhealed measure
         run = b.parent.parent
         if not (run/"results.json").exists() or "heal_ablation" in run.relative_to(out).parts: continue
         r, h0 = json.loads((run/"results.json").read_text()), json.loads(b.read_text())["heldout"]
