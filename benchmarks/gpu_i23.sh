@@ -4,6 +4,10 @@
 # Usage (repo root): bash benchmarks/gpu_i23.sh STEP OUT [args]
 #   setup, part N  as benchmarks/gpu_i22.sh (the wheels, and the default model's GGUF in parts: gpu_assets.py)
 #   step ARGS      benchmarks/train_step_gpu.py: one training step alone, the defaults before/after, concurrency
+#   mps ARGS       the same under NVIDIA MPS (one server: the kernels of several processes run side by side instead of
+#                  time-sliced), e.g. `mps OUT --variants default --modes learned --concurrency 1 4 8 12`; MPS is
+#                  stopped after; where it cannot start, says so and runs nothing. MPS=1 before grid/heal/healabl/
+#                  healboth starts it (or finds it running) for the sweep, and stops nothing (the sweep outlives the call)
 #   grid SECONDS [mka-evaluate flags]
 #                  the full grid (3 plans x k 2 4 6 8 x every method x seeds 0 1 2, each seed resampling the calibration
 #                  set; 500 steps, 5,700 MMLU questions, 65,536 held-out tokens; a model another seed measured
@@ -45,6 +49,15 @@ start() {  # start preset $1 into $G in the background (a new process session: i
     --heldout_tokens 65536 --no_save_model --warm_kernels ${RUN_FLAGS:-} "${@:2}" >> $G/log.txt 2>&1 &
   echo $! > $G/pid; echo "$1 started (pid $(cat $G/pid)) at $(date -u +%T)" | tee -a $G/starts.txt
 }
+mps_on() {  # start the MPS server (once) and check a CUDA context opens through it; else stop it, return 1
+  export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps/pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps/log
+  mkdir -p $CUDA_MPS_PIPE_DIRECTORY $CUDA_MPS_LOG_DIRECTORY
+  [ -S $CUDA_MPS_PIPE_DIRECTORY/control ] || nvidia-cuda-mps-control -d || return 1
+  if python3 -c "import torch; assert torch.ones(2, device='cuda').sum().item() == 2"; then
+    echo "MPS on: $(echo get_server_list | nvidia-cuda-mps-control)"; return 0; fi
+  echo "MPS started but no CUDA context opened through it:"; tail -5 $CUDA_MPS_LOG_DIRECTORY/*.log
+  echo quit | nvidia-cuda-mps-control; return 1
+}
 wait_for() {  # wait up to $1 seconds while any of the pid files $2... names a running process
   local end=$(( $(date +%s) + $1 )) f busy=1
   while [ $busy = 1 ] && [ "$(date +%s)" -lt "$end" ]; do
@@ -56,6 +69,11 @@ case $step in
   setup|part) bash benchmarks/gpu_i22.sh "$@" ;;
   step)
     python3 benchmarks/train_step_gpu.py --out "$out/step" "${@:3}" 2>&1 | tee "$out/step.log" ;;
+  mps)
+    if mps_on; then python3 benchmarks/train_step_gpu.py --out "$out/step_mps" "${@:3}" 2>&1 | tee "$out/step_mps.log"
+      echo quit | nvidia-cuda-mps-control; else echo "MPS could not start here: nothing run"; fi ;;
+  grid|heal|healabl|healboth)
+    [ "${MPS:-0}" = 1 ] && { mps_on || echo "MPS=1 but MPS could not start: the sweep runs without it"; } ;;&
   grid|heal|healabl)
     G=/tmp/$step; start $step "${@:4}"; wait_for "$3" $G/pid; python3 benchmarks/grid_collect.py $G "$out" ;;
   healboth)  # healabl (JOBS_ABL jobs) and heal (JOBS_HEAL jobs) side by side, collected into OUT/healabl and OUT/heal
