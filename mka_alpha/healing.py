@@ -12,7 +12,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from peft import LoraConfig, PeftModel, get_peft_model
 from .models import get_layers
-from .training import _batches, _loss
+from .training import _batches, _loss, _teacher_cache
 from .utils import model_device
 
 # %% auto #0
@@ -68,6 +68,8 @@ class HealHistory:
     lr: float = 0.0
     blocks: list | None = None
     trainable_params: int = 0
+    teacher_cached: int = 0  # steps whose teacher logits came from a `training.TeacherCache`
+
 
 # %% ../nbs/15_healing.ipynb #cd023353
 def peak_memory(device) -> int:
@@ -77,16 +79,17 @@ def peak_memory(device) -> int:
     return int(rss if sys.platform == "darwin" else rss * 1024)
 
 # %% ../nbs/15_healing.ipynb #810e587d
-def _heal_loop(model, teacher, dataloader, steps, lr, seed=0, progress=False, at=None) -> tuple:
+def _heal_loop(model, teacher, dataloader, steps, lr, seed=0, progress=False, at=None, tc=None) -> tuple:
     """`(losses, seconds)` of `steps` Adam steps on `model`'s trainable parameters, `teacher` seeing each batch too;
-    `at`: `{n: fn(model, losses, seconds)}`, each called after step `n` (model in eval mode, its time not counted)."""
+    `at`: `{n: fn(model, losses, seconds)}`, each called after step `n` (model in eval mode, its time not counted);
+    `tc`: a `TeacherCache` for the teacher's answers to batches seen again."""
     dev, at, paused = model_device(model), at or {}, 0.0
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
     ac = partial(torch.autocast, device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")
     losses, t0 = [], time.perf_counter()
     batches = tqdm(_batches(dataloader, steps, seed), total=steps, disable=not progress, desc="heal")
     for n, (i, b) in enumerate(batches, 1):
-        l = _loss(model, {k: v.to(dev) for k, v in b.items()}, i, None, {}, teacher, "kd", [], ac)
+        l = _loss(model, {k: v.to(dev) for k, v in b.items()}, i, None, {}, teacher, "kd", [], ac, tc)
         opt.zero_grad(set_to_none=True); l.backward(); opt.step(); losses.append(l.item())
         if n in at:
             t = time.perf_counter(); model.eval(); at[n](model, list(losses), t - t0 - paused)
@@ -94,24 +97,27 @@ def _heal_loop(model, teacher, dataloader, steps, lr, seed=0, progress=False, at
     return losses, time.perf_counter() - t0 - paused
 
 # %% ../nbs/15_healing.ipynb #3dce77d0
-def _history(pm, loss, seconds, rank, lr, blocks=None) -> HealHistory:
-    "The `HealHistory` of adapter model `pm` after the steps of `loss`, which took `seconds`."
+def _history(pm, loss, seconds, rank, lr, blocks=None, cached=0) -> HealHistory:
+    "The `HealHistory` of adapter model `pm` after the steps of `loss`, which took `seconds` (`cached`: cache hits)."
+    blocks = None if blocks is None else [int(b) for b in blocks]
     return HealHistory(list(loss), seconds, seconds / len(loss), peak_memory(model_device(pm)), len(loss), rank, lr,
-                       None if blocks is None else [int(b) for b in blocks], pm.get_nb_trainable_parameters()[0])
+                       blocks, pm.get_nb_trainable_parameters()[0], cached)
 
 # %% ../nbs/15_healing.ipynb #3dce77dc
 def heal(model, teacher, dataloader, steps=100, rank=8, lr=1e-4, blocks=None, seed=0, progress=False, merge=True,
-         milestones=None):
+         milestones=None, teacher_cache=None):
     """KD fine-tune LoRA adapters of `model` towards `teacher`: `(model with them merged, HealHistory)`; `milestones`:
-    `{n: fn(adapter model, HealHistory of the first n steps)}`, each called after step `n` (0 < n < `steps`)."""
+    `{n: fn(adapter model, HealHistory of the first n steps)}`, each called after step `n` (0 < n < `steps`);
+    `teacher_cache`: bytes of teacher states kept for batches seen again (`training.teacher_cache_bytes`)."""
     check_heal_args(steps, rank, blocks, len(get_layers(model)), milestones)
     dev, flags, was_training = model_device(model), [(p, p.requires_grad) for p in model.parameters()], model.training
     if dev.type == "cuda": torch.cuda.reset_peak_memory_stats(dev)
     torch.manual_seed(seed); pm = add_lora(model, rank, blocks); pm.train()
-    hist = partial(_history, pm, rank=rank, lr=lr, blocks=blocks)
+    tc = _teacher_cache("kd", teacher_cache, dev)
+    hist = lambda loss, secs: _history(pm, loss, secs, rank, lr, blocks, tc.hits if tc else 0)
     def call(fn): return lambda m, loss, secs: fn(m, hist(loss, secs))
-    h = hist(*_heal_loop(pm, teacher, dataloader, steps, lr, seed, progress, {int(n): call(f) for n, f in
-                                                                              (milestones or {}).items()}))
+    at = {int(n): call(f) for n, f in (milestones or {}).items()}
+    h = hist(*_heal_loop(pm, teacher, dataloader, steps, lr, seed, progress, at, tc))
     if not merge: return pm.train(was_training), h
     out = pm.merge_and_unload().train(was_training)
     for p, f in flags: p.requires_grad_(f)

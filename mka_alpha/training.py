@@ -13,17 +13,18 @@ from torch import nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 from tqdm.auto import tqdm
+from fastcore.basics import patch
 from .models import get_layers
 from .plans import check_plan
-from .utils import model_device
+from .utils import compute_device, model_device
 from .mergeable import MODES, attach_padding_mask_hook, check_alpha_init, create_mergeable_layer, is_mergeable
 
 # %% auto #0
-__all__ = ['ALPHA_INIT_STRATEGIES', 'DEFAULT_LR', 'DEFAULT_MLP_LR', 'DEFAULT_STEPS', 'init_alphas', 'MergeState',
-           'number_cache_slots', 'replace_layers_with_mergeable', 'dense_layers', 'alpha_parameters',
+__all__ = ['ALPHA_INIT_STRATEGIES', 'DEFAULT_LR', 'DEFAULT_MLP_LR', 'DEFAULT_STEPS', 'TEACHER_CACHE_BYTES', 'init_alphas',
+           'MergeState', 'number_cache_slots', 'replace_layers_with_mergeable', 'dense_layers', 'alpha_parameters',
            'freeze_all_but_alphas', 'check_only_alphas_have_grads', 'kd_loss', 'lm_loss', 'prefix_state', 'from_layer',
-           'set_checkpointing', 'checkpointed', 'TrainHistory', 'wrappers', 'train_alpha_parameters',
-           'extract_learned_alphas']
+           'set_checkpointing', 'checkpointed', 'TrainHistory', 'wrappers', 'TeacherCache', 'teacher_cache_bytes',
+           'train_alpha_parameters', 'extract_learned_alphas']
 
 # %% ../nbs/05_training.ipynb #8550b08d
 ALPHA_INIT_STRATEGIES = ("uniform", "similarity", "fixed_07")
@@ -228,6 +229,8 @@ class TrainHistory:
     init_alphas: list = field(default_factory=list)
     seconds_per_step: float = float("nan")
     gradient_checkpointing: bool | None = None  # whether the blocks were checkpointed (decided on the first batch)
+    teacher_cached: int = 0  # steps whose teacher logits came from a `TeacherCache` (no teacher blocks run)
+
 
 # %% ../nbs/05_training.ipynb #9e61d972
 def wrappers(model) -> list:
@@ -235,19 +238,79 @@ def wrappers(model) -> list:
     ws = {w.pair: w for w in model.modules() if is_mergeable(w)}
     return [ws[p] for p in model._mka.plan]
 
+# %% ../nbs/05_training.ipynb #7eac0002
+def _head_logits(model, h):
+    "Logits of `model`'s output head at its final hidden states `h`, as its forward makes them (softcapping too)."
+    logits = model.get_output_embeddings()(h)
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    return torch.tanh(logits / cap) * cap if cap else logits
+
+
+# %% ../nbs/05_training.ipynb #7eac0004
+TEACHER_CACHE_BYTES = 2**30
+
+class TeacherCache:
+    """The dense teacher's final hidden states of each calibration batch (by its index), kept on the CPU up to
+    `max_bytes`, so that a batch seen again needs only the teacher's output head (`logits`)."""
+    def __init__(self, max_bytes=TEACHER_CACHE_BYTES):
+        self.max_bytes, self.kept, self.used, self.exact, self.hits, self.dtype = max_bytes, {}, 0, None, 0, None
+
+
+# %% ../nbs/05_training.ipynb #7eac000b
+def teacher_cache_bytes(setting, device) -> int:
+    "Bytes a `TeacherCache` may keep: `setting`; None: 1 GiB on a CPU, 0 on a GPU (not yet timed there)."
+    return int(setting) if setting is not None else TEACHER_CACHE_BYTES if torch.device(device).type == "cpu" else 0
+
+def _teacher_cache(loss, setting, device):
+    "A `TeacherCache` of `teacher_cache_bytes(setting, device)` for the KD loss; None for `lm` or 0 bytes."
+    n = teacher_cache_bytes(setting, device)
+    return TeacherCache(n) if loss == "kd" and n else None
+
+
+# %% ../nbs/05_training.ipynb #7eac000d
+def _host_copy(h):
+    "`h` kept on the host: itself on a CPU; from a GPU, copied into pinned memory without waiting for the GPU."
+    if h.device.type == "cpu": return h.detach()
+    return torch.empty(h.shape, dtype=h.dtype, pin_memory=True).copy_(h, non_blocking=True)
+
+
+# %% ../nbs/05_training.ipynb #7eac0006
+@patch
+def logits(self: TeacherCache, teacher, i, forward):
+    "`teacher`'s logits of batch `i`: its head on the states kept from an earlier visit, else `forward()` (kept)."
+    if i in self.kept:
+        self.hits += 1; dev = compute_device(teacher.get_output_embeddings())  # an offloaded head: where it computes
+        return _head_logits(teacher, self.kept[i].to(dev, non_blocking=True)).to(self.dtype)
+    if self.exact is False or self.used >= self.max_bytes: return forward()
+    seen = {}
+    hk = teacher.get_output_embeddings().register_forward_pre_hook(lambda m, a: seen.update(h=a[0]))
+    try: t = forward()
+    finally: hk.remove()
+    h, n = seen["h"], seen["h"].numel() * seen["h"].element_size()
+    if self.exact is None: self.exact, self.dtype = torch.equal(_head_logits(teacher, h).to(t.dtype), t), t.dtype
+    if not self.exact:
+        warnings.warn("The teacher's logits are not its output head on its final hidden states (a logit transform "
+                      "of its own): its blocks run at every step, nothing is kept.")
+    elif self.used + n <= self.max_bytes: self.kept[i] = _host_copy(h); self.used += n
+    return t
+
+
 # %% ../nbs/05_training.ipynb #cdcfb2be
-def _student_teacher_logits(model, batch, start, h, teacher, loss):
+def _student_teacher_logits(model, batch, start, h, teacher, loss, tc=None, i=None):
+    "Student and teacher logits of `batch` (prefix state `h` entering block `start`); the teacher's through `tc`."
     inp = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    def dense():  # the dense model, or this one with its dense blocks
+        if teacher is not None: return teacher(**inp, use_cache=False).logits
+        with dense_layers(model), (from_layer(model, start, h) if h is not None else nullcontext()):
+            return model(**inp, use_cache=False).logits
     t_logits = None
     if loss == "kd":
-        with torch.no_grad():
-            if teacher is not None: t_logits = teacher(**inp, use_cache=False).logits
-            else:
-                with dense_layers(model), (from_layer(model, start, h) if h is not None else nullcontext()):
-                    t_logits = model(**inp, use_cache=False).logits
+        with torch.no_grad(): t_logits = dense() if tc is None else tc.logits(
+            model if teacher is None else teacher, i, dense)
     with (from_layer(model, start, h) if h is not None else nullcontext()):
         s_logits = model(**inp, use_cache=False).logits
     return s_logits, t_logits
+
 
 # %% ../nbs/05_training.ipynb #f5bc98ac
 def _setup(model, lr, mlp_lr, gradient_checkpointing, autocast):
@@ -274,14 +337,14 @@ def _auto_checkpointing(model, batch, start, free=None) -> bool:
     return need > free / 4
 
 # %% ../nbs/05_training.ipynb #2b65ca4d
-def _loss(model, batch, i, start, cache, teacher, loss, ws, ac):
-    "The loss of batch `i` (its prefix state cached by `i`), the wrappers recording only the student's forward."
+def _loss(model, batch, i, start, cache, teacher, loss, ws, ac, tc=None):
+    "The loss of batch `i` (prefix state cached by `i`, teacher's in `tc`), the wrappers recording the student's pass."
     with ac():
         h = None if start is None else cache.get(i)
         if start is not None and h is None:
             h = cache[i] = prefix_state(model, start, **{k: batch[k] for k in ("input_ids", "attention_mask")})
         for w in ws: w.set_recording(True)
-        s_logits, t_logits = _student_teacher_logits(model, batch, start, h, teacher, loss)
+        s_logits, t_logits = _student_teacher_logits(model, batch, start, h, teacher, loss, tc, i)
         for w in ws: w.set_recording(False, clear=False)
         if loss == "kd": return kd_loss(s_logits, t_logits, batch["attention_mask"])
         return lm_loss(s_logits, batch["labels"])
@@ -305,26 +368,26 @@ def _retry_checkpointed(model, opt, step):
 # %% ../nbs/05_training.ipynb #9bf2afc6
 def train_alpha_parameters(model, dataloader, steps=DEFAULT_STEPS, lr=DEFAULT_LR, loss="kd", teacher=None,
                            mlp_lr=DEFAULT_MLP_LR, gradient_checkpointing=None, autocast=None, skip_prefix=True,
-                           progress=True, seed=0) -> TrainHistory:
+                           progress=True, seed=0, teacher_cache=None) -> TrainHistory:
     "Train only the alphas of `model`'s mergeable layers with Adam for `steps` batches; `loss` is `'kd'` or `'lm'`."
     if loss not in ("kd", "lm"): raise ValueError(f"Unknown loss {loss!r}; valid: 'kd' (KL to the dense model), 'lm'.")
     dev, opt, ac = _setup(model, lr, mlp_lr, gradient_checkpointing, autocast)
     torch.manual_seed(seed)
     start = min(min(p) for p in model._mka.plan) if skip_prefix else None
     hist = TrainHistory(pairs=list(model._mka.plan), init_alphas=list(model._mka.alpha_inits))
-    ws, cache, was_training = wrappers(model), {}, model.training
+    ws, cache, was_training, tc = wrappers(model), {}, model.training, _teacher_cache(loss, teacher_cache, dev)
     model.train(); t0, losses, alphas = time.perf_counter(), [], []
     auto = gradient_checkpointing is None and dev.type == "cuda"
     for i, batch in tqdm(_batches(dataloader, steps, seed), total=steps, disable=not progress, desc="alpha"):
         b = {k: v.to(dev) for k, v in batch.items()}
         if auto and not losses: set_checkpointing(model, _auto_checkpointing(model, b, start))
-        step = lambda: _step(model, opt, lambda: _loss(model, b, i, start, cache, teacher, loss, ws, ac))
+        step = lambda: _step(model, opt, lambda: _loss(model, b, i, start, cache, teacher, loss, ws, ac, tc))
         l = _retry_checkpointed(model, opt, step) if auto else step()
         losses.append(l); alphas.append([w.alpha_summary(as_tensor=True) for w in ws])  # read after the loop
     hist.loss = torch.stack(losses).tolist() if losses else []
     hist.alphas = [[float(a) for a in row] for row in alphas]
     hist.seconds_per_step = (time.perf_counter() - t0) / max(steps, 1)
-    hist.gradient_checkpointing = checkpointed(model)
+    hist.gradient_checkpointing, hist.teacher_cached = checkpointed(model), tc.hits if tc else 0
     for w in ws: w.set_recording(False)
     check_only_alphas_have_grads(model); model.train(was_training)
     return hist
