@@ -4,6 +4,9 @@
 # Usage (repo root): bash benchmarks/gpu_i23.sh STEP OUT [args]
 #   setup, part N  as benchmarks/gpu_i22.sh (the wheels, and the default model's GGUF in parts: gpu_assets.py)
 #   step ARGS      benchmarks/train_step_gpu.py: one training step alone, the defaults before/after, concurrency
+#   cache ARGS     benchmarks/teacher_cache.py --device cuda: alpha training and healing with the teacher cache off and
+#                  on (the GPU check its default waits for), e.g. `cache OUT --steps 60 --batches 20`, then
+#                  `cache OUT --model llama8b --steps 20 --batches 8` (the second geometry)
 #   mps ARGS       the same under NVIDIA MPS (one server: the kernels of several processes run side by side instead of
 #                  time-sliced), e.g. `mps OUT --variants default --modes learned --concurrency 1 4 8 12`; MPS is
 #                  stopped after; where it cannot start, says so and runs nothing. MPS=1 before grid/heal/healabl/
@@ -69,6 +72,8 @@ case $step in
   setup|part) bash benchmarks/gpu_i22.sh "$@" ;;
   step)
     python3 benchmarks/train_step_gpu.py --out "$out/step" "${@:3}" 2>&1 | tee "$out/step.log" ;;
+  cache)
+    python3 benchmarks/teacher_cache.py --device cuda "${@:3}" 2>&1 | tee -a "$out/teacher_cache.log" ;;
   mps)
     if mps_on; then python3 benchmarks/train_step_gpu.py --out "$out/step_mps" "${@:3}" 2>&1 | tee "$out/step_mps.log"
       echo quit | nvidia-cuda-mps-control; else echo "MPS could not start here: nothing run"; fi ;;

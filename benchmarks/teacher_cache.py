@@ -5,7 +5,7 @@ over `batches` batches, so every batch after the first pass is served by the tea
 is on. Prints seconds a step with the cache off and on, the steps it served, and whether the losses (and, for
 training, the alphas) are equal bit for bit.
 
-    python benchmarks/teacher_cache.py [--device cpu|cuda] [--steps 12] [--batches 4]
+    python benchmarks/teacher_cache.py [--device cpu|cuda] [--steps 12] [--batches 4] [--model default|llama8b]
     python benchmarks/teacher_cache.py --smoke      # the tiny model, a few steps (checks the script)
 """
 import argparse, copy, json, time
@@ -33,7 +33,11 @@ def healing(dense, dl, steps, cache):
 
 
 def main(a):
-    model, tok = load_model(TINY_MODEL if a.smoke else DEFAULT_MODEL, device=a.device)
+    if a.model == "llama8b" and not a.smoke:  # the second geometry: random weights of the Llama-3-8B shape, bf16
+        from bench_common import build_random, llama8b_config, load_tok
+        from mka_alpha.models import default_model_dir
+        model, tok = build_random(llama8b_config(), a.device), load_tok(a.tok or default_model_dir())
+    else: model, tok = load_model(TINY_MODEL if a.smoke else DEFAULT_MODEL, device=a.device)
     if a.smoke: PLAN[:] = [(0, 1)]
     dtype = next(model.parameters()).dtype
     splits = load_splits()
@@ -49,13 +53,15 @@ def main(a):
                          same_loss=off[1] == on[1], same_alphas=off[2] == on[2], speedup=off[0] / on[0]))
         print(f"{name:22} off {off[0] / a.steps:.3f} s/step  on {on[0] / a.steps:.3f} s/step  x{off[0] / on[0]:.2f}  "
               f"served {on[3]}/{a.steps}  same loss {off[1] == on[1]}  same alphas {off[2] == on[2]}", flush=True)
-    print(json.dumps(dict(device=a.device, dtype=str(dtype), steps=a.steps, batches=a.batches, rows=rows)))
+    print(json.dumps(dict(model=a.model, device=a.device, dtype=str(dtype), steps=a.steps, batches=a.batches, rows=rows)))
 
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu"); p.add_argument("--steps", type=int, default=12)
-    p.add_argument("--batches", type=int, default=4)
+    p.add_argument("--batches", type=int, default=4); p.add_argument("--model", default="default",
+                                                                   choices=["default", "llama8b"])
+    p.add_argument("--tok", default=None, help="tokenizer folder for llama8b (default: the default model's)")
     p.add_argument("--modes", nargs="+", default=["simple", "weight"]); p.add_argument("--smoke", action="store_true")
     a = p.parse_args()
     if a.smoke: a.steps, a.batches = 4, 2
