@@ -34,7 +34,7 @@ __all__ = ['RUN_FLAGS', 'EVALUATE_NAMES', 'PipelineFlags', 'pipeline_parser', 'c
 # %% ../nbs/10_cli.ipynb #402b2942
 RUN_FLAGS = ("model_path", "data_dir", "similarity_matrix", "plan", "loss", "seed", "alpha_init_strategy", "eval_limit",
              "ntrain", "protocol", "calibration_data", "device", "dtype", "device_map", "max_memory", "heldout_tokens",
-             "subjects", "heal_steps", "heal_rank", "heal_lr", "heal_blocks")
+             "subjects", "heal_steps", "heal_rank", "heal_lr", "heal_blocks", "teacher_cache_mb")
 
 @dataclass
 class PipelineFlags:

@@ -90,6 +90,8 @@ class TrainFlags:
     loss: str = option("kd", "training loss: kd (KL to the dense model) or lm (next token)", choices=["kd", "lm"])
     seed: int = option(0, "seed of the calibration sample, the batch order and the MLP's initial weights")
     max_length: int = option(512, "tokens a text at most")
+    teacher_cache_mb: float | None = option(None, "MiB of the dense teacher's states kept for calibration batches seen "
+                                            "again, in alpha training and healing (default: 1024 on a CPU, 0 on a GPU)")
 
 # %% ../nbs/08_experiments.ipynb #4ea10001
 @dataclass
@@ -143,6 +145,12 @@ def learning_rate(self: RunConfig, method) -> float:
     "The Adam rate `method` trains with: `alpha_learning_rate` where given, else its mode's default."
     if self.alpha_learning_rate is not None: return self.alpha_learning_rate
     return DEFAULT_MLP_LR if TRAINED.get(method, method) == "mlp" else DEFAULT_LR
+
+# %% ../nbs/08_experiments.ipynb #7eac0101
+@patch
+def teacher_cache(self: RunConfig) -> int | None:
+    "Bytes of `training.TeacherCache` this config asks for (`teacher_cache_mb`); None: the device's default."
+    return None if self.teacher_cache_mb is None else int(self.teacher_cache_mb * 2**20)
 
 # %% ../nbs/08_experiments.ipynb #a3fdda01
 def shared_dir(cfg: RunConfig) -> Path: return Path(cfg.shared_dir or cfg.output_dir)
@@ -211,7 +219,8 @@ def _train(method, model, tok, plan, S, splits, cfg, dense=None):
     dl = prepare_calibration_dataloader(tok, splits.flat("calibration"), cfg.calibration_samples,
                                         cfg.calibration_batch_size, cfg.max_length, cfg.seed)
     lr = cfg.learning_rate(method)  # the scalars' rate, or the MLPs' in learned_mlp (which has no scalars)
-    hist = train_alpha_parameters(model, dl, cfg.alpha_training_steps, lr, cfg.loss, mlp_lr=lr, seed=cfg.seed)
+    hist = train_alpha_parameters(model, dl, cfg.alpha_training_steps, lr, cfg.loss, mlp_lr=lr, seed=cfg.seed,
+                                  teacher_cache=cfg.teacher_cache())
     if method == "learned_mlp": collect_mlp_alphas(model, dl)  # fused with the mean alpha it predicted
     shipped_is_trained = method == "learned_weight"  # the reference holds the held-out texts' ids: no re-tokenising
     measure = dense and not shipped_is_trained
@@ -219,7 +228,7 @@ def _train(method, model, tok, plan, S, splits, cfg, dense=None):
     info = fuse_mergeable_layers(model) | dict(as_trained=trained, calibration_pool=len(splits.flat("calibration")),
                                                calibration_used=len(dl.dataset))
     return info, dict(loss=hist.loss, alphas=hist.alphas, seconds_per_step=hist.seconds_per_step, learning_rate=lr,
-                      gradient_checkpointing=hist.gradient_checkpointing)
+                      gradient_checkpointing=hist.gradient_checkpointing, teacher_cached=hist.teacher_cached)
 
 # %% ../nbs/08_experiments.ipynb #35c67967
 def calibration_kl(model, tok, splits, cfg: RunConfig):
@@ -271,7 +280,8 @@ def heal_compressed(model, tok, splits, cfg: RunConfig, removed, teacher=None, o
                                         cfg.calibration_batch_size, cfg.max_length, cfg.seed)
     record = lambda h: asdict(h) | dict(blocks_mode=cfg.heal_blocks)
     at = {n: lambda m, h: on_milestone(m, record(h)) for n in cfg.heal_milestones or ()}
-    model, h = heal(model, teacher, dl, cfg.heal_steps, cfg.heal_rank, cfg.heal_lr, blocks, cfg.seed, milestones=at)
+    model, h = heal(model, teacher, dl, cfg.heal_steps, cfg.heal_rank, cfg.heal_lr, blocks, cfg.seed, milestones=at,
+                    teacher_cache=cfg.teacher_cache())
     return model, record(h)
 
 # %% ../nbs/08_experiments.ipynb #b1e5d0a1

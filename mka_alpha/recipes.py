@@ -85,7 +85,7 @@ def train_alphas(r: Recipe, mode="simple", progress=False) -> tuple:
     m = replace_layers_with_mergeable(copy.deepcopy(r.dense), r.plan.steps, mode, c.alpha_init_strategy, similarity=r.S)
     lr = c.learning_rate(mode)  # the scalars' rate, or the MLPs' in mode 'mlp' (which has no scalars)
     h = train_alpha_parameters(m, calibration_loader(r), c.alpha_training_steps, lr, c.loss, mlp_lr=lr,
-                               progress=progress, seed=c.seed)
+                               progress=progress, seed=c.seed, teacher_cache=c.teacher_cache())
     return m, h
 
 # %% ../nbs/14_recipes.ipynb #5ab1c008
