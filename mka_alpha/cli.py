@@ -184,6 +184,9 @@ def evaluate_config(a) -> tuple:
     cfg = RunConfig(**{k: v for k, v in vars(a).items() if k in keys} | pts, alpha_training_steps=a.num_training_steps,
                     alpha_learning_rate=a.learning_rate, calibration_batch_size=a.batch_size,
                     calibration_samples=a.num_calibration_samples, save_model=not a.no_save_model)
+    if cfg.heal_milestones and a.heal_ablation: raise ValueError(
+        "--heal_milestones does not combine with --heal_ablation, which measures at each of its own steps: "
+        "give them all to --heal_ablation (e.g. --heal_ablation 0 100 500 2000).")
     if cfg.heal_milestones: check_heal_args(cfg.heal_steps, cfg.heal_rank, milestones=cfg.heal_milestones)
     return cfg, methods
 

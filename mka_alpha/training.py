@@ -258,7 +258,7 @@ class TeacherCache:
 
 # %% ../nbs/05_training.ipynb #7eac000b
 def teacher_cache_bytes(setting, device) -> int:
-    "Bytes a `TeacherCache` may keep: `setting`; None: 1 GiB on a CPU, 0 on a GPU (not yet timed there)."
+    "Bytes a `TeacherCache` may keep: `setting`; None: 1 GiB on a CPU, 0 on a GPU (see above)."
     return int(setting) if setting is not None else TEACHER_CACHE_BYTES if torch.device(device).type == "cpu" else 0
 
 def _teacher_cache(loss, setting, device):
