@@ -2,8 +2,9 @@
 
 Each variant trains from the same start on the same calibration batches (MMLU questions, batch 4): `steps` steps
 over `batches` batches, so every batch after the first pass is served by the teacher's head alone when the cache
-is on. Prints seconds a step with the cache off and on, the steps it served, and whether the losses (and, for
-training, the alphas) are equal bit for bit.
+is on. Prints seconds a step with the cache off and on, the steps it served, whether the losses (and, for
+training, the alphas) are equal bit for bit, and whether two cache-off runs are (else the device is not deterministic
+there, and an unequal cache run says nothing about the cache).
 
     python benchmarks/teacher_cache.py [--device cpu|cuda] [--steps 12] [--batches 4] [--model default|llama8b]
     python benchmarks/teacher_cache.py --smoke      # the tiny model, a few steps (checks the script)
@@ -47,12 +48,14 @@ def main(a):
     rows = []
     for name, run in [(f"train {m}", lambda c, m=m: train(model, dl, m, a.steps, c, dtype)) for m in a.modes] + \
                      ([] if a.smoke else [("heal rank 8", lambda c: healing(model, dl, a.steps, c))]):
-        run(0)  # warm-up (allocations, first-call costs)
+        warm = run(0)  # warm-up (allocations, first-call costs); also says whether cache-off runs repeat bit for bit
         off, on = run(0), run(cache_on)
         rows.append(dict(run=name, s_step_off=off[0] / a.steps, s_step_on=on[0] / a.steps, served=on[3],
-                         same_loss=off[1] == on[1], same_alphas=off[2] == on[2], speedup=off[0] / on[0]))
+                         same_loss=off[1] == on[1], same_alphas=off[2] == on[2], speedup=off[0] / on[0],
+                         off_repeats=warm[1:3] == off[1:3]))
         print(f"{name:22} off {off[0] / a.steps:.3f} s/step  on {on[0] / a.steps:.3f} s/step  x{off[0] / on[0]:.2f}  "
-              f"served {on[3]}/{a.steps}  same loss {off[1] == on[1]}  same alphas {off[2] == on[2]}", flush=True)
+              f"served {on[3]}/{a.steps}  same loss {off[1] == on[1]}  same alphas {off[2] == on[2]}  "
+              f"off repeats {warm[1:3] == off[1:3]}", flush=True)
     print(json.dumps(dict(model=a.model, device=a.device, dtype=str(dtype), steps=a.steps, batches=a.batches, rows=rows)))
 
 
