@@ -14,7 +14,8 @@
 #   grid SECONDS [mka-evaluate flags]
 #                  the full grid (3 plans x k 2 4 6 8 x every method x seeds 0 1 2, each seed resampling the calibration
 #                  set; 500 steps, 5,700 MMLU questions, 65,536 held-out tokens; a model another seed measured
-#                  reuses those measures: --evaluation_cache) into /tmp/grid, in the background
+#                  reuses those measures: --evaluation_cache /tmp/evals, shared by every preset: a model measured with
+#                  the same settings in any of them is not measured again) into /tmp/grid, in the background
 #                  (a call that finds it running only waits); waits up to SECONDS, then collects into OUT:
 #                  grid_status.txt, profile.json (experiments.sweep_profile), gpu.csv (nvidia-smi each second),
 #                  grid_tables.tar.gz (every results.json, table, plot and output-free run.ipynb) and
@@ -25,7 +26,8 @@
 #                  healing run a method, measured on the way; drop fixed_05 learned_weight), into /tmp/healabl
 #   healboth SECONDS JOBS_HEAL JOBS_ABL  heal and healabl side by side, collected into OUT/heal and OUT/healabl
 #                  (PREDS=0: without the per-question predictions; HEAL_PLANS, ABL_METHODS: fewer plans or
-#                  methods; RUN_FLAGS: more mka-evaluate flags, e.g. --eval_limit 1710)
+#                  methods; RUN_FLAGS: more mka-evaluate flags, e.g. --eval_limit 1710 --teacher_cache_mb 1024; not
+#                  --heal_milestones with healabl, whose --heal_ablation steps are its milestones)
 set -uo pipefail
 step=$1; out=${2:-$OUT}; mkdir -p "$out"
 export PYTHONPATH=/tmp/site:$PWD:$PWD/benchmarks HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
@@ -34,11 +36,11 @@ preset() {
   case $1 in
     grid) echo "--plans bi_merge similar_pairs mka_backward --num_layer 2 4 6 8 --seeds 0 1 2 --resample_calibration
       --methods dense mka_similarity fixed_05 fixed_07 learned learned_mlp learned_weight drop drop_best shortgpt
-      --evaluation_cache /tmp/grid/evals" ;;
+      --evaluation_cache /tmp/evals" ;;
     heal) echo "--plans ${HEAL_PLANS:-bi_merge similar_pairs} --num_layer 4 6 8 --heal_steps 500 --methods dense drop
-      drop_best fixed_05 mka_similarity learned learned_weight" ;;
+      drop_best fixed_05 mka_similarity learned learned_weight --evaluation_cache /tmp/evals" ;;
     healabl) echo "--plan bi_merge --num_layer 4 --heal_ablation 0 100 500 2000 --methods
-      ${ABL_METHODS:-drop fixed_05 learned_weight}" ;;
+      ${ABL_METHODS:-drop fixed_05 learned_weight} --evaluation_cache /tmp/evals" ;;
   esac
 }
 start() {  # start preset $1 into $G in the background (a new process session: it outlives the call); once
