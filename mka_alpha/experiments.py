@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_experiments.ipynb #ebf20ef5
 from __future__ import annotations
-import contextlib, csv, dataclasses, io, json, math, os, shutil, tempfile, threading, time, traceback
+import contextlib, csv, dataclasses, io, json, math, os, shutil, tempfile, threading, time, traceback, warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, asdict
 from datetime import datetime
@@ -427,27 +427,40 @@ def check_protocols(combined) -> tuple:
         "different questions. Compare runs of one protocol and data source (re-run the others, or report them apart).")
     return next(iter(seen), (None, None))
 
+# %% ../nbs/08_experiments.ipynb #e65bdbdc
+def _records_or_none(run_dir):
+    "A run's per-question records, or None where its folder kept only `results.json` (an archive without predictions)."
+    try: return run_records(run_dir)
+    except FileNotFoundError: return None
+
+
 # %% ../nbs/08_experiments.ipynb #e65bdbde
 def paired_comparisons(output_dir, combined, baselines=BASELINES, runs=None, **kw) -> dict:
     """`{run: {baseline: comparison}}`: accuracy (paired bootstrap, McNemar), gold log-prob and KL differences; a healed
-    run also against itself unhealed (`unhealed`)."""
+    run also against itself unhealed (`unhealed`). A pair where either run kept no `predictions.jsonl` (results
+    archived without them) gets the KL difference only, with a warning naming those runs."""
     ok = [m for m, r in combined.items() if r.get("status") != "failed" and r.get("average_accuracy") is not None]
-    check_protocols({m: combined[m] for m in ok}); recs = {m: run_records(Path(output_dir)/m) for m in ok}
+    check_protocols({m: combined[m] for m in ok}); recs = {m: _records_or_none(Path(output_dir)/m) for m in ok}
     held = {m: json.loads((Path(output_dir)/m/"results.json").read_text()).get("heldout") or {} for m in ok}
+    if none := [m for m in ok if recs[m] is None]: warnings.warn(
+        f"{len(none)} runs of {output_dir} have no predictions.jsonl ({', '.join(none[:3])}...): their accuracy and "
+        "log-prob comparisons are left out, their KL ones kept. Restore the predictions for the full tables.")
+    acc = lambda a, b: compare_records(a, b, **kw) if a is not None and b is not None else {}
     out = {}
     for m in (m for m in ok if runs is None or combined[m].get("method") in runs):
         for b in (b for b in baselines if b in recs and b != m):
-            c = compare_records(recs[m], recs[b], **kw)
+            c = acc(recs[m], recs[b])
             if held[m].get("per_text") and held[b].get("per_text") and held[b].get("kl_to_dense") is not None:
                 c |= compare_heldout(held[m], held[b], "kl", **kw)
-            out.setdefault(m, {})[b] = c
+            if c: out.setdefault(m, {})[b] = c
         before = milestone_dir(Path(output_dir)/m, 0)  # a healed run against itself before healing
         if (before/"results.json").exists():
             hb = json.loads((before/"results.json").read_text()).get("heldout") or {}
-            c = compare_records(recs[m], run_records(before), **kw)
+            c = acc(recs[m], _records_or_none(before))
             if held[m].get("per_text") and hb.get("per_text"): c |= compare_heldout(held[m], hb, "kl", **kw)
-            out.setdefault(m, {})["unhealed"] = c
+            if c: out.setdefault(m, {})["unhealed"] = c
     return out
+
 
 # %% ../nbs/08_experiments.ipynb #383efcf6
 def seed_summary(combined) -> dict:
@@ -478,8 +491,8 @@ def comparison_table(combined) -> str:
 # %% ../nbs/08_experiments.ipynb #0f448f9e
 def comparisons_table(comparisons) -> str:
     "Paired differences (run minus baseline) with 95% intervals; 'within noise' where the interval covers zero."
-    rows = [[m, b, fmt_diff(c["accuracy_diff"], c["accuracy_diff_ci"], c["mcnemar"]["pvalue"]),
-             fmt_diff(c["gold_logprob_diff"], c["gold_logprob_diff_ci"], scale=1, digits=3),
+    rows = [[m, b, fmt_diff(c.get("accuracy_diff"), c.get("accuracy_diff_ci"), c.get("mcnemar", {}).get("pvalue")),
+             fmt_diff(c.get("gold_logprob_diff"), c.get("gold_logprob_diff_ci"), scale=1, digits=3),
              fmt_diff(c.get("kl_diff"), c.get("kl_diff_ci"), scale=1, digits=3)]
             for m, bs in comparisons.items() for b, c in bs.items()]
     heads = ["run", "vs", "d acc (points) [95% CI] McNemar p", "d gold logp [95% CI]", "d KL dense [95% CI]"]
