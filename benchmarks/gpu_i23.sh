@@ -9,8 +9,9 @@
 #                  `cache OUT --model llama8b --steps 20 --batches 8` (the second geometry)
 #   mps ARGS       the same under NVIDIA MPS (one server: the kernels of several processes run side by side instead of
 #                  time-sliced), e.g. `mps OUT --variants default --modes learned --concurrency 1 4 8 12`; MPS is
-#                  stopped after; where it cannot start, says so and runs nothing. MPS=1 before grid/heal/healabl/
-#                  healboth starts it (or finds it running) for the sweep, and stops nothing (the sweep outlives the call)
+#                  stopped after; where it cannot start, says so and runs nothing. grid/heal/healabl/healboth start
+#                  it (or find it running) for the sweep and stop nothing (the sweep outlives the call); MPS=0: without.
+#                  Measured: the grid's runs 2-4x shorter than time-sliced (benchmarks/results/gpu_h100_i23_mps)
 #   grid SECONDS [mka-evaluate flags]
 #                  the full grid (3 plans x k 2 4 6 8 x every method x seeds 0 1 2, each seed resampling the calibration
 #                  set; 500 steps, 5,700 MMLU questions, 65,536 held-out tokens; a model another seed measured
@@ -82,7 +83,7 @@ case $step in
     if mps_on; then python3 benchmarks/train_step_gpu.py --out "$out/step_mps" "${@:3}" 2>&1 | tee "$out/step_mps.log"
       echo quit | nvidia-cuda-mps-control; else echo "MPS could not start here: nothing run"; fi ;;
   grid|heal|healabl|healboth)
-    [ "${MPS:-0}" = 1 ] && { mps_on || echo "MPS=1 but MPS could not start: the sweep runs without it"; } ;;&
+    [ "${MPS:-1}" = 1 ] && { mps_on || echo "MPS=1 but MPS could not start: the sweep runs without it"; } ;;&
   grid|heal|healabl)
     G=/tmp/$step; start $step "${@:4}"; wait_for "$3" $G/pid; python3 benchmarks/grid_collect.py $G "$out" ;;
   healboth)  # healabl (JOBS_ABL jobs) and heal (JOBS_HEAL jobs) side by side, collected into OUT/healabl and OUT/heal
