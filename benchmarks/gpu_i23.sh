@@ -17,7 +17,8 @@
 #                  set; 500 steps, 5,700 MMLU questions, 65,536 held-out tokens; a model another seed measured
 #                  reuses those measures: --evaluation_cache /tmp/evals, shared by every preset: a model measured with
 #                  the same settings in any of them is not measured again) into /tmp/grid, in the background
-#                  (a call that finds it running only waits); waits up to SECONDS, then collects into OUT:
+#                  (a call that finds it running only waits); waits up to SECONDS (keep it 60 s under the call's
+#                  limit: collecting takes up to a minute, the predictions last), then collects into OUT:
 #                  grid_status.txt, profile.json (experiments.sweep_profile), gpu.csv (nvidia-smi each second),
 #                  grid_tables.tar.gz (every results.json, table, plot and output-free run.ipynb) and
 #                  grid_predictions_*.tar.gz (the per-question predictions, gzipped parts of about 12 MB)
