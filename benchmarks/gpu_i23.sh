@@ -53,7 +53,8 @@ start() {  # start preset $1 into $G in the background (a new process session: i
   # one OpenMP thread a process, as torchrun does for several processes: twelve kernels' spinning thread pools of
   # 16 would take the cores that launch the GPU kernels (OMP_THREADS=N before the call sets another count)
   # shellcheck disable=SC2046
-  OMP_NUM_THREADS=${OMP_THREADS:-1} setsid nohup python3 -c "from mka_alpha.cli import evaluate_methods_main as m; m()" --output_dir $G/runs \
+  OMP_NUM_THREADS=${OMP_THREADS:-1} setsid nohup \
+    python3 -c "from mka_alpha.cli import evaluate_methods_main as m; m()" --output_dir $G/runs \
     $(preset "$1") --num_training_steps 500 --num_calibration_samples 1000 --eval_limit 5700 --eval_batch_size 64 \
     --heldout_tokens 65536 --no_save_model --warm_kernels ${RUN_FLAGS:-} "${@:2}" >> $G/log.txt 2>&1 &
   echo $! > $G/pid; echo "$1 started (pid $(cat $G/pid)) at $(date -u +%T)" | tee -a $G/starts.txt
