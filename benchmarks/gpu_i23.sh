@@ -11,14 +11,14 @@
 #                  time-sliced), e.g. `mps OUT --variants default --modes learned --concurrency 1 4 8 12`; MPS is
 #                  stopped after; where it cannot start, says so and runs nothing. grid/heal/healabl/healboth start
 #                  it (or find it running) for the sweep and stop nothing (the sweep outlives the call); MPS=0: without.
-#                  Measured: the grid's runs 2-4x shorter than time-sliced (benchmarks/results/gpu_h100_i23_mps)
+#                  Measured: the grid's runs 1.8-2.3x shorter than time-sliced (benchmarks/results/gpu_h100_i23_mps)
 #   grid SECONDS [mka-evaluate flags]
 #                  the full grid (3 plans x k 2 4 6 8 x every method x seeds 0 1 2, each seed resampling the calibration
 #                  set; 500 steps, 5,700 MMLU questions, 65,536 held-out tokens; a model another seed measured
 #                  reuses those measures: --evaluation_cache /tmp/evals, shared by every preset: a model measured with
 #                  the same settings in any of them is not measured again) into /tmp/grid, in the background
-#                  (a call that finds it running only waits); waits up to SECONDS (keep it 60 s under the call's
-#                  limit: collecting takes up to a minute, the predictions last), then collects into OUT:
+#                  (a call that finds it running only waits); waits up to SECONDS (at most 540: collecting takes up
+#                  to a minute of a 600 s call, the predictions last), then collects into OUT:
 #                  grid_status.txt, profile.json (experiments.sweep_profile), gpu.csv (nvidia-smi each second),
 #                  grid_tables.tar.gz (every results.json, table, plot and output-free run.ipynb) and
 #                  grid_predictions_*.tar.gz (the per-question predictions, gzipped parts of about 12 MB)
@@ -27,7 +27,8 @@
 #   healabl SECONDS [flags]  issue 24's healing-steps ablation at bi_merge k = 4 (0 100 500 2000: one 2,000-step
 #                  healing run a method, measured on the way; drop fixed_05 learned_weight), into /tmp/healabl
 #   healboth SECONDS JOBS_HEAL JOBS_ABL  heal and healabl side by side, collected into OUT/heal and OUT/healabl
-#                  (PREDS=0: without the per-question predictions; HEAL_PLANS, ABL_METHODS: fewer plans or
+#                  (PREDS=0, here and for grid/heal/healabl: without the per-question predictions, e.g. for every call
+#                  of a long sweep but the last; HEAL_PLANS, ABL_METHODS: fewer plans or
 #                  methods; RUN_FLAGS: more mka-evaluate flags, e.g. --eval_limit 1710 --teacher_cache_mb 1024; not
 #                  --heal_milestones with healabl, whose --heal_ablation steps are its milestones)
 set -uo pipefail
@@ -86,8 +87,11 @@ case $step in
       echo quit | nvidia-cuda-mps-control; else echo "MPS could not start here: nothing run"; fi ;;
   grid|heal|healabl|healboth)
     [ "${MPS:-1}" = 1 ] && { mps_on || echo "MPS=1 but MPS could not start: the sweep runs without it"; } ;;&
+  grid|heal|healabl|healboth)  # collecting takes up to a minute of a 600 s call: wait at most 540 s
+    if [ "$3" -gt 540 ]; then echo "SECONDS $3 > 540: waiting 540 s, so that collecting fits the call"
+      set -- "$1" "$2" 540 "${@:4}"; fi ;;&
   grid|heal|healabl)
-    G=/tmp/$step; start $step "${@:4}"; wait_for "$3" $G/pid; python3 benchmarks/grid_collect.py $G "$out" ;;
+    G=/tmp/$step; start $step "${@:4}"; wait_for "$3" $G/pid; python3 benchmarks/grid_collect.py $G "$out" "${PREDS:-1}" ;;
   healboth)  # healabl (JOBS_ABL jobs) and heal (JOBS_HEAL jobs) side by side, collected into OUT/healabl and OUT/heal
     G=/tmp/healabl; start healabl --jobs "$5"; G=/tmp/heal; start heal --jobs "$4"
     wait_for "$3" /tmp/heal/pid /tmp/healabl/pid
