@@ -91,7 +91,8 @@ case $step in
     if [ "$3" -gt 540 ]; then echo "SECONDS $3 > 540: waiting 540 s, so that collecting fits the call"
       set -- "$1" "$2" 540 "${@:4}"; fi ;;&
   grid|heal|healabl)
-    G=/tmp/$step; start $step "${@:4}"; wait_for "$3" $G/pid; python3 benchmarks/grid_collect.py $G "$out" "${PREDS:-1}" ;;
+    G=/tmp/$step; start $step "${@:4}"; wait_for "$3" $G/pid
+    python3 benchmarks/grid_collect.py $G "$out" "${PREDS:-1}" ;;
   healboth)  # healabl (JOBS_ABL jobs) and heal (JOBS_HEAL jobs) side by side, collected into OUT/healabl and OUT/heal
     G=/tmp/healabl; start healabl --jobs "$5"; G=/tmp/heal; start heal --jobs "$4"
     wait_for "$3" /tmp/heal/pid /tmp/healabl/pid
