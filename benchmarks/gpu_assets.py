@@ -5,9 +5,10 @@
   list of the device's KINDS.md, read from `--kinds`);
 - `.gpu/common/`: the default model's tokenizer folder (`smol_tok`) and `gguf.txt` (the GGUF's size and md5);
 - `.gpu/p1/g`, `.gpu/p2/g`, ...: the default model's GGUF in parts of `--part_bytes` bytes, each small enough to
-  travel with the working tree (64 MiB a call; the tree was 37 MiB on 2026-12-07).
+  travel with the working tree (64 MiB a call, the tree included: by default a part is what the tracked files leave
+  free, less 2 MiB; the tree was 41 MiB on 2026-12-07, so about 21 MB a part).
 
-Usage (repo root): .venv/bin/python benchmarks/gpu_assets.py [--part_bytes 24000000] [--skip_wheels]
+Usage (repo root): .venv/bin/python benchmarks/gpu_assets.py [--part_bytes N] [--skip_wheels]
 Both folders are ignored by git (.git/info/exclude). Then, on the device, one call each:
   bash benchmarks/gpu_i23.sh setup OUT          carry [".whl", ".gpu/common"]
   bash benchmarks/gpu_i23.sh part OUT N          carry [".gpu/pN"], N = 1, 2, ... (the last part checks the md5)
@@ -52,6 +53,16 @@ def wheels(pkgs: dict, dest: Path):
     subprocess.run(cmd, check=True)
 
 
+def part_size(limit=64 * 2**20, margin=2 * 2**20) -> int:
+    "The bytes a part may have: the device's limit on what travels, less the tracked files and `margin`."
+    git = ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"]  # what travels, less `carry`
+    files = subprocess.run(git, capture_output=True, check=True).stdout.decode().split("\0")
+    free = limit - margin - sum(Path(f).stat().st_size for f in files if f and Path(f).is_file())
+    if free < 2**20: sys.exit(f"The tracked files leave {free / 2**20:.1f} MiB of the {limit / 2**20:.0f} MiB a "
+                              "device call carries: commit fewer large files (results archives) before a GPU run.")
+    return free
+
+
 def gguf_parts(gguf: Path, root: Path, part_bytes: int) -> list:
     "Split `gguf` into `root/p<i>/g`; write its size and md5 to `root/common/gguf.txt`. The part files written."
     for old in root.glob("p*"): shutil.rmtree(old)
@@ -74,14 +85,14 @@ def tokenizer_folder(dest: Path):
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--part_bytes", type=int, default=24_000_000)
+    ap.add_argument("--part_bytes", type=int, default=None, help="default: what the tracked files leave free")
     ap.add_argument("--kinds", default="/work/.library/device/KINDS.md")
     ap.add_argument("--skip_wheels", action="store_true")
     a = ap.parse_args()
     from mka_alpha.models import smollm2_gguf
     root = Path(".gpu")
     tokenizer_folder(root/"common"/"smol_tok")
-    parts = gguf_parts(smollm2_gguf(), root, a.part_bytes)
+    parts = gguf_parts(smollm2_gguf(), root, a.part_bytes or part_size())
     print(f"GGUF in {len(parts)} parts:", " ".join(f"{p.parent.name} {p.stat().st_size:,}" for p in parts))
     if not a.skip_wheels:
         pkgs = closure(ROOTS, image_packages(Path(a.kinds)))
