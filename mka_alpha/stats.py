@@ -33,7 +33,7 @@ def _strata(values, groups) -> list:
 def _no_spread(s) -> bool: return all(np.ptp(x) == 0 for x in s) and len({float(x[0]) for x in s}) == 1
 
 # %% ../nbs/11_stats.ipynb #b0075c01
-@functools.lru_cache(maxsize=2)
+@functools.lru_cache(maxsize=4)
 def _resample_counts(sizes: tuple, n_resamples: int, seed: int) -> np.ndarray:
     """`(n_resamples, sum(sizes))`: how often each value is drawn in each stratified resample (strata of `sizes`,
     consecutive), so that a resampled sum is a matrix product. Drawn once for every comparison of the same questions."""
@@ -43,6 +43,11 @@ def _resample_counts(sizes: tuple, n_resamples: int, seed: int) -> np.ndarray:
         cols.append(np.bincount(idx.ravel(), minlength=n_resamples * m).reshape(n_resamples, m))
     return np.concatenate(cols, axis=1).astype(float)
 
+def _percentile_ci(stats, level) -> tuple:
+    "The percentile interval of bootstrap statistics `stats`."
+    lo, hi = np.percentile(stats, [50 * (1 - level), 50 * (1 + level)])
+    return float(lo), float(hi)
+
 # %% ../nbs/11_stats.ipynb #6fc95ec0
 def mean_ci(values, groups=None, level=LEVEL, n_resamples=N_RESAMPLES, seed=0) -> tuple:
     "Percentile-bootstrap interval of the mean of `values`, resampling within each of `groups` (stratified) if given."
@@ -50,9 +55,7 @@ def mean_ci(values, groups=None, level=LEVEL, n_resamples=N_RESAMPLES, seed=0) -
     n = sum(len(x) for x in s)
     if n < 2: raise ValueError(f"A bootstrap interval needs at least 2 values, got {n}.")
     if _no_spread(s): return (float(s[0][0]),) * 2  # no spread at all
-    means = _resample_counts(tuple(len(x) for x in s), n_resamples, seed) @ np.concatenate(s) / n
-    lo, hi = np.percentile(means, [50 * (1 - level), 50 * (1 + level)])
-    return float(lo), float(hi)
+    return _percentile_ci(_resample_counts(tuple(len(x) for x in s), n_resamples, seed) @ np.concatenate(s) / n, level)
 
 # %% ../nbs/11_stats.ipynb #aafab3a7
 def _correct(r) -> float: return float(r["pred"] == r["gold"])
@@ -111,10 +114,8 @@ def ratio_ci(num, den, level=LEVEL, n_resamples=N_RESAMPLES, seed=0) -> tuple:
     "Bootstrap interval of Σnum / Σden, resampling the (num, den) pairs."
     num, den = np.asarray(num, float), np.asarray(den, float)
     if np.ptp(num / den) == 0: return (float(num.sum() / den.sum()),) * 2
-    stat = lambda x, y, axis=-1: x.sum(axis=axis) / y.sum(axis=axis)
-    r = sst.bootstrap((num, den), stat, paired=True, vectorized=True, n_resamples=n_resamples, method="percentile",
-                      confidence_level=level, rng=np.random.default_rng(seed))
-    return float(r.confidence_interval.low), float(r.confidence_interval.high)
+    c = _resample_counts((len(num),), n_resamples, seed)  # the pairs resampled together
+    return _percentile_ci((c @ num) / (c @ den), level)
 
 # %% ../nbs/11_stats.ipynb #4d25d1b2
 def heldout_ci(h, key="kl", **kw) -> list:
