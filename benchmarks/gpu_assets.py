@@ -54,11 +54,11 @@ def wheels(pkgs: dict, dest: Path):
 
 
 def part_size(limit=64 * 2**20, margin=2 * 2**20) -> int:
-    "The bytes a part may have: the device's limit on what travels, less the tracked files and `margin`."
+    "The bytes a part may have: the device's limit on what travels, less the files that travel and `margin`."
     git = ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"]  # what travels, less `carry`
     files = subprocess.run(git, capture_output=True, check=True).stdout.decode().split("\0")
     free = limit - margin - sum(Path(f).stat().st_size for f in files if f and Path(f).is_file())
-    if free < 2**20: sys.exit(f"The tracked files leave {free / 2**20:.1f} MiB of the {limit / 2**20:.0f} MiB a "
+    if free < 2**20: sys.exit(f"The files that travel leave {free / 2**20:.1f} MiB of the {limit / 2**20:.0f} MiB a "
                               "device call carries: commit fewer large files (results archives) before a GPU run.")
     return free
 
